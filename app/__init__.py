@@ -1,0 +1,42 @@
+"""Cortex: an LLM gateway. `create_app` reads like the table of contents of the application."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask
+
+from app.errors import register_error_handlers
+from app.gateway import Gateway
+from app.settings import Settings, load_from_environment
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _configure_logging(level: str) -> None:
+    logger = logging.getLogger("cortex")
+    logger.setLevel(level)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the application. Opens no socket and starts no greenlet (rule 1): call
+    `app.extensions["cortex"].start()` to begin health checks."""
+    settings = settings if settings is not None else load_from_environment()
+    _configure_logging(settings.log_level)
+
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder="static")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["cortex"] = Gateway(settings)
+
+    from app.routes import api, page
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(page.bp)
+    register_error_handlers(app)
+    return app

@@ -1,0 +1,291 @@
+"""Dispatch: choose attempts (worker x key) for a request and try them until one answers.
+
+The commit point is the first content event (FIELD-NOTES 1 and 2): the dispatcher pulls
+events until the first non-empty `TextDelta` *before* any response exists, so everything
+that goes wrong up to there (refused connection, HTTP error, timeout, an error event, a
+stream with no content) is a silent failover to the next key or worker. After the commit,
+failures belong to the relay, which ends the stream with an explicit error marker.
+
+Per attempt outcome (decided from `UpstreamError.kind` alone, rule 5):
+- rate_limited / quota: the key cools down (Retry-After, else KEY_COOLDOWN), next key;
+- auth: the key is disabled, next key;
+- bad_request: the client's own input was refused; stop and answer 400;
+- anything else: next worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from app.deadlines import END, deadline, next_within
+from app.errors import NoWorkersAvailable, NotFound, UpstreamRejected
+from app.health import HealthMonitor
+from app.pool import Worker, WorkerPool
+from app.settings import Settings
+from app.strategies import Strategy
+from app.validation import ChatRequest
+from providers.errors import ErrorKind, UpstreamError
+from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
+
+log = logging.getLogger("cortex.dispatch")
+
+#: Retry-After sent with a 503 when no key's return time is known.
+DEFAULT_RETRY_AFTER = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One failed attempt, as safe to show a client: worker name, key position, never a key."""
+
+    worker: str
+    key: int | None
+    kind: str
+    status: int | None
+    message: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"worker": self.worker, "key": self.key, "kind": self.kind, "status": self.status, "message": self.message}
+
+    def describe(self) -> str:
+        status = f" HTTP {self.status}" if self.status else ""
+        return f"{self.worker}: {self.kind}{status}: {self.message}"
+
+
+def close_quietly(stream: Iterator[Event] | None) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - closing must never mask the real outcome
+            log.debug("error while closing an upstream stream", exc_info=True)
+
+
+class Dispatch:
+    """A committed answer: a worker produced content. Owns the upstream until `close()`."""
+
+    __slots__ = ("worker", "model", "first", "rest", "attempts", "started", "first_token_at", "deadline", "_open")
+
+    def __init__(self, worker: Worker, model: str, first: list[Event], rest: Iterator[Event],
+                 attempts: list[AttemptRecord], started: float, deadline: float) -> None:  # fmt: skip
+        self.worker = worker
+        self.model = model
+        self.first = first
+        self.rest = rest
+        self.attempts = attempts
+        self.started = started
+        self.first_token_at = time.monotonic()
+        self.deadline = deadline
+        self._open = True
+
+    @property
+    def attempt_count(self) -> int:
+        return len(self.attempts) + 1
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            close_quietly(self.rest)
+            self.worker.in_flight -= 1
+
+
+def follow(dispatch: Dispatch) -> Iterator[Event]:
+    """The committed stream's events: the buffered first ones, then the rest, each wait bounded
+    by the worker's idle timeout and the request's total budget. A timeout or a broken stream
+    ends it with a `StreamFailure`; it never raises."""
+    yield from dispatch.first
+    idle = dispatch.worker.spec.timeouts.idle
+    rest = dispatch.rest
+    while True:
+        remaining = dispatch.deadline - time.monotonic()
+        if remaining <= idle:
+            wait, message = remaining, "the request exceeded its total time budget (REQUEST_TIMEOUT)"
+        else:
+            wait, message = idle, f"the upstream went silent for {idle:g}s mid-stream (IDLE_TIMEOUT)"
+        if wait <= 0:
+            yield StreamFailure(UpstreamError(ErrorKind.TIMEOUT, message))
+            return
+        try:
+            event = next_within(rest, wait, message)
+        except UpstreamError as error:
+            yield StreamFailure(error)
+            return
+        if event is END:
+            return
+        yield event  # type: ignore[misc]
+        if isinstance(event, StreamFailure):
+            return
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    usage: Usage | None
+    worker: Worker
+    model: str
+    attempts: list[AttemptRecord]
+
+
+def _until_content(stream: Iterator[Event]) -> list[Event]:
+    """Pull events up to and including the first non-empty text; fail on anything else."""
+    buffered: list[Event] = []
+    for event in stream:
+        if isinstance(event, StreamFailure):
+            raise event.error
+        buffered.append(event)
+        if isinstance(event, TextDelta) and event.text:
+            return buffered
+    if any(isinstance(e, Finish) and e.reason == "content_filter" for e in buffered):
+        raise UpstreamError(ErrorKind.EMPTY, "the upstream's content filter returned no content")
+    raise UpstreamError(ErrorKind.EMPTY, "the upstream answered with no content")
+
+
+class Dispatcher:
+    def __init__(self, pool: WorkerPool, health: HealthMonitor, strategy: Strategy, settings: Settings,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        self.pool = pool
+        self.health = health
+        self.strategy = strategy
+        self.settings = settings
+        self.clock = clock
+
+    # --- planning -----------------------------------------------------------------------
+
+    def plan(self, req: ChatRequest) -> list[tuple[Worker, str]]:
+        """Eligible (worker, model) pairs in the order to try them: workers the health check
+        has not seen fail first, in strategy order; known-unavailable ones last, as a last resort."""
+        snapshot = self.health.snapshot
+        if req.provider is not None:
+            candidates = [w for w in self.pool if w.name == req.provider] or [w for w in self.pool if w.type == req.provider]
+            if not candidates:
+                known = ", ".join(w.name for w in self.pool) or "none"
+                raise NotFound(f"unknown provider {req.provider!r} (configured workers: {known})")
+        else:
+            candidates = list(self.pool)
+        if not candidates:
+            raise NoWorkersAvailable("no workers are configured", retry_after=DEFAULT_RETRY_AFTER)
+        models: dict[str, str] = {}
+        for worker in candidates:
+            discovered = snapshot.of(worker.name).models
+            if req.provider is not None:
+                model = req.model or worker.resolve_model(None, discovered)
+            else:
+                model = worker.resolve_model(req.model, discovered)
+            if model is not None:
+                models[worker.name] = model
+        eligible = [w for w in candidates if w.name in models]
+        if not eligible:
+            if req.model is not None:
+                raise NotFound(f"model {req.model!r} is not served by any configured worker")
+            raise NoWorkersAvailable("no worker has a default model configured", retry_after=DEFAULT_RETRY_AFTER)
+        ranked = self.strategy.order(eligible, self.clock())
+        ranked.sort(key=lambda w: not snapshot.of(w.name).available)  # stable: keeps strategy order
+        return [(w, models[w.name]) for w in ranked]
+
+    # --- the two ways to consume an answer -------------------------------------------------
+
+    def open_stream(self, req: ChatRequest) -> Dispatch:
+        """Commit to the first worker that produces content; the caller relays the rest."""
+        return self._run(req, self._open_attempt)
+
+    def complete(self, req: ChatRequest) -> Completion:
+        """A whole answer. Nothing reaches the client until the end, so even a failure after
+        the first token fails over to the next worker."""
+        return self._run(req, self._complete_attempt)
+
+    # --- attempts --------------------------------------------------------------------------
+
+    def _run(self, req: ChatRequest, attempt: Callable[..., Dispatch | Completion]):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        budget_end = started + self.settings.timeouts.total
+        attempts: list[AttemptRecord] = []
+        retry_at: list[float] = []
+        for worker, model in self.plan(req):
+            now = self.clock()
+            keys = worker.keys.candidates(now)
+            if not keys:
+                back = worker.keys.available_at(now)
+                if back is not None and back != float("inf"):
+                    retry_at.append(back)
+                attempts.append(AttemptRecord(worker.name, None, "keys_unavailable", None, "every API key is cooling down or disabled"))
+                continue
+            for key_index in keys:
+                if time.monotonic() >= budget_end:
+                    raise self._give_up(attempts, retry_at, "the request's time budget (REQUEST_TIMEOUT) ran out")
+                try:
+                    return attempt(worker, model, key_index, req, attempts, started, budget_end)
+                except UpstreamError as error:
+                    record = AttemptRecord(worker.name, None if key_index is None else key_index + 1,
+                                           error.kind.value, error.status, error.message)  # fmt: skip
+                    attempts.append(record)
+                    log.warning("attempt failed: %s", record.describe())
+                    if not self._after_failure(worker, key_index, error, retry_at):
+                        break
+        raise self._give_up(attempts, retry_at, None)
+
+    def _after_failure(self, worker: Worker, key_index: int | None, error: UpstreamError, retry_at: list[float]) -> bool:
+        """Apply key policy; True means 'try the next key of this worker'."""
+        worker.keys.record_failure(key_index)
+        now = self.clock()
+        if error.kind is ErrorKind.BAD_REQUEST:
+            raise UpstreamRejected(f"{worker.name} refused the request: {error.message}")
+        if error.kind in (ErrorKind.RATE_LIMITED, ErrorKind.QUOTA):
+            seconds = error.retry_after if error.retry_after is not None else self.settings.key_cooldown
+            worker.keys.cool_down(key_index, now, seconds)
+            retry_at.append(now + seconds)
+            return key_index is not None
+        if error.kind is ErrorKind.AUTH:
+            worker.keys.disable(key_index)
+            if key_index is not None:
+                log.error("worker %s: key #%d was refused (%s) and is disabled", worker.name, key_index + 1, error.message)
+            return key_index is not None
+        return False
+
+    def _give_up(self, attempts: list[AttemptRecord], retry_at: list[float], reason: str | None) -> Exception:
+        if attempts and all(a.kind == ErrorKind.NOT_FOUND.value for a in attempts):
+            return NotFound("; ".join(a.describe() for a in attempts), extra={"attempts": [a.as_dict() for a in attempts]})
+        retry_after = max(1.0, min(retry_at) - self.clock()) if retry_at else DEFAULT_RETRY_AFTER
+        summary = "; ".join(a.describe() for a in attempts) or "no worker could be tried"
+        details = f"{reason}: {summary}" if reason else f"every worker failed: {summary}"
+        return NoWorkersAvailable(details, retry_after=retry_after, extra={"attempts": [a.as_dict() for a in attempts]})
+
+    def _open_attempt(self, worker: Worker, model: str, key_index: int | None, req: ChatRequest,
+                      attempts: list[AttemptRecord], started: float, budget_end: float) -> Dispatch:  # fmt: skip
+        timeouts = worker.spec.timeouts
+        wait = min(timeouts.first_token, budget_end - time.monotonic())
+        worker.keys.record_attempt(key_index, self.clock())
+        worker.in_flight += 1
+        stream: Iterator[Event] | None = None
+        try:
+            with deadline(wait, f"no first token within {wait:g}s (FIRST_TOKEN_TIMEOUT)"):
+                stream = worker.adapter.stream_chat(req.params(model), worker.keys.key(key_index), timeouts)
+                first = _until_content(stream)
+        except BaseException:
+            close_quietly(stream)
+            worker.in_flight -= 1
+            raise
+        worker.keys.record_success(key_index)
+        return Dispatch(worker, model, first, stream, list(attempts), started, budget_end)
+
+    def _complete_attempt(self, worker: Worker, model: str, key_index: int | None, req: ChatRequest,
+                          attempts: list[AttemptRecord], started: float, budget_end: float) -> Completion:  # fmt: skip
+        dispatch = self._open_attempt(worker, model, key_index, req, attempts, started, budget_end)
+        parts: list[str] = []
+        finish: str | None = None
+        usage: Usage | None = None
+        try:
+            for event in follow(dispatch):
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                elif isinstance(event, Finish):
+                    finish = event.reason
+                elif isinstance(event, Usage):
+                    usage = event
+                elif isinstance(event, StreamFailure):
+                    raise event.error
+        finally:
+            dispatch.close()
+        return Completion("".join(parts), finish, usage, worker, model, dispatch.attempts)

@@ -1,0 +1,156 @@
+"""API errors: what a client is told, with which status. One handler for the whole tree.
+
+    ApiError (500 internal_error)
+    ├── BadRequest (400 bad_request)
+    │   ├── ValidationError       a field of the request is wrong (names the field)
+    │   ├── InvalidJSON           the body is not JSON
+    │   └── UpstreamRejected      an upstream refused the client's own input
+    ├── Unauthorized (401)
+    ├── NotFound (404)            unknown route, provider or model
+    ├── MethodNotAllowed (405)
+    ├── PayloadTooLarge (413)
+    ├── UnsupportedMediaType (415)
+    ├── RateLimited (429)         carries retry_after
+    └── ServiceUnavailable (503)  carries retry_after
+        └── NoWorkersAvailable
+
+The native shape is `{"error", "details", "timestamp"}` (plus optional fields such as
+`field` or `attempts`); never a traceback, never a key.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("cortex.errors")
+
+
+class ApiError(Exception):
+    status = 500
+    code = "internal_error"
+    title = "Internal error"
+
+    def __init__(self, details: str = "", *, retry_after: float | None = None, extra: Mapping[str, Any] | None = None) -> None:
+        super().__init__(details or self.title)
+        self.details = details
+        self.retry_after = retry_after
+        self.extra = dict(extra or {})
+
+
+class BadRequest(ApiError):
+    status, code, title = 400, "bad_request", "Bad request"
+
+
+class ValidationError(BadRequest):
+    code, title = "invalid_request", "Invalid request"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}", extra={"field": field})
+        self.field = field
+        self.reason = reason
+
+
+class InvalidJSON(BadRequest):
+    code, title = "invalid_json", "Body is not valid JSON"
+
+
+class UpstreamRejected(BadRequest):
+    code, title = "upstream_rejected_request", "The provider rejected the request"
+
+
+class Unauthorized(ApiError):
+    status, code, title = 401, "unauthorized", "Unauthorized"
+
+
+class NotFound(ApiError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code, title = 405, "method_not_allowed", "Method not allowed"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, title = 413, "payload_too_large", "Request body too large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class RateLimited(ApiError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
+class ServiceUnavailable(ApiError):
+    status, code, title = 503, "service_unavailable", "Service unavailable"
+
+
+class NoWorkersAvailable(ServiceUnavailable):
+    code, title = "no_workers_available", "No workers available"
+
+
+_HTTP_EXCEPTIONS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+    429: RateLimited,
+}
+
+
+def timestamp() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def render_native(error: ApiError) -> Response:
+    body: dict[str, Any] = {"error": error.title, "details": error.details or error.title, "timestamp": timestamp()}
+    body.update(error.extra)
+    response = jsonify(body)
+    response.status_code = error.status
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return response
+
+
+def from_http_exception(exc: HTTPException) -> ApiError:
+    cls = _HTTP_EXCEPTIONS.get(exc.code or 500, ApiError)
+    details = exc.description or ""
+    if cls is NotFound:
+        details = "no such endpoint"
+    elif cls is MethodNotAllowed:
+        allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
+        details = f"allowed methods: {allowed}" if allowed else "method not allowed here"
+    elif cls is PayloadTooLarge:
+        details = "the request body exceeds the configured limit (MAX_BODY_BYTES)"
+    error = cls(details)
+    if cls is ApiError:
+        error.status = exc.code or 500
+    return error
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> Response:
+        return render_native(error)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        response = render_native(from_http_exception(exc))
+        if exc.code == 405:
+            response.headers["Allow"] = ", ".join(getattr(exc, "valid_methods", None) or [])
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.error("unhandled %s in a request", type(exc).__name__, exc_info=exc)
+        return render_native(ApiError("an unexpected error occurred; it has been logged"))

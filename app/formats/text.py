@@ -1,0 +1,39 @@
+"""Chunked plain text, the default format of POST /api/chat.
+
+Each text delta is written as its UTF-8 bytes, unchanged. A failure after the first byte
+cannot change the status any more, so it is written into the body as one line in a fixed,
+documented form that a client can recognise::
+
+    <partial reply>
+    [cortex-error] interrupted: the upstream connection broke mid-response
+
+The marker starts on a line of its own (a newline is written first) and always ends
+with a newline. A stream without the marker is complete.
+"""
+
+from __future__ import annotations
+
+from providers.errors import UpstreamError
+from providers.events import Event, TextDelta
+
+CONTENT_TYPE = "text/plain; charset=utf-8"
+ERROR_MARKER = "[cortex-error]"
+
+
+class TextEncoder:
+    content_type = CONTENT_TYPE
+
+    @staticmethod
+    def encode(event: Event) -> bytes | None:
+        if isinstance(event, TextDelta):
+            return event.text.encode("utf-8")
+        return None
+
+    @staticmethod
+    def error(error: UpstreamError) -> bytes:
+        message = " ".join(error.message.split())
+        return f"\n{ERROR_MARKER} {error.kind.value}: {message}\n".encode()
+
+    @staticmethod
+    def end() -> bytes | None:
+        return None

@@ -1,0 +1,106 @@
+"""A worker's key ring: rotation per request, cooldown on 429, disabling on 401/403.
+
+Policy only; time is passed in (rule 13) so tests never sleep. One ring per worker per
+process; the dispatcher asks it which keys to try, in order, and reports what happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class KeyState:
+    key: str = field(repr=False)
+    cooldown_until: float = 0.0
+    disabled: bool = False
+    used: int = 0
+    succeeded: int = 0
+    rate_limited: int = 0
+    failed: int = 0
+    last_used: float | None = None
+
+    def usable(self, now: float) -> bool:
+        return not self.disabled and self.cooldown_until <= now
+
+
+class KeyRing:
+    """Keys of one worker. A worker without keys (a local server) has one keyless slot."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._states = [KeyState(k) for k in keys]
+        self._cursor = 0
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    @property
+    def keyless(self) -> bool:
+        return not self._states
+
+    def key(self, index: int | None) -> str | None:
+        return None if index is None else self._states[index].key
+
+    def candidates(self, now: float) -> list[int | None]:
+        """Usable key indexes in rotation order; each call starts one key further on, so
+        consecutive requests spread over the keys (round robin)."""
+        if not self._states:
+            return [None]
+        count = len(self._states)
+        start = self._cursor
+        self._cursor = (start + 1) % count
+        order = [(start + i) % count for i in range(count)]
+        return [i for i in order if self._states[i].usable(now)]
+
+    def record_attempt(self, index: int | None, now: float) -> None:
+        if index is not None:
+            state = self._states[index]
+            state.used += 1
+            state.last_used = now
+
+    def record_success(self, index: int | None) -> None:
+        if index is not None:
+            self._states[index].succeeded += 1
+
+    def record_failure(self, index: int | None) -> None:
+        if index is not None:
+            self._states[index].failed += 1
+
+    def cool_down(self, index: int | None, now: float, seconds: float) -> None:
+        """Rest a key after a 429. A later 429 never shortens an existing cooldown."""
+        if index is None:
+            return
+        state = self._states[index]
+        state.rate_limited += 1
+        state.cooldown_until = max(state.cooldown_until, now + seconds)
+
+    def disable(self, index: int | None) -> None:
+        """A key the upstream refused (401/403) stays out until config reload or an operator."""
+        if index is not None:
+            self._states[index].disabled = True
+
+    def available_at(self, now: float) -> float | None:
+        """None if a key is usable now; else when the earliest cooling key returns
+        (inf when every key is disabled)."""
+        if not self._states or any(s.usable(now) for s in self._states):
+            return None
+        cooling = [s.cooldown_until for s in self._states if not s.disabled]
+        return min(cooling) if cooling else float("inf")
+
+    def stats(self, now: float) -> list[dict[str, object]]:
+        """Per-key counters with the key masked, for operators."""
+        from providers.http import mask_key
+
+        return [
+            {
+                "key": mask_key(s.key),
+                "state": "disabled" if s.disabled else ("cooling" if s.cooldown_until > now else "ready"),
+                "cooldown_remaining": max(0.0, round(s.cooldown_until - now, 3)),
+                "used": s.used,
+                "succeeded": s.succeeded,
+                "rate_limited": s.rate_limited,
+                "failed": s.failed,
+                "last_used": s.last_used,
+            }
+            for s in self._states
+        ]

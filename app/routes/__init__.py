@@ -1,0 +1,1 @@
+"""One blueprint per URL family, each module's blueprint named `bp`."""

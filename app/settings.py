@@ -1,0 +1,439 @@
+"""Configuration: parsed once, purely, into frozen dataclasses (rule 2).
+
+Environment variables are the primary interface; an optional TOML file (`CORTEX_CONFIG`)
+describes many workers with names, priorities and models. Environment scalars override the
+file's; workers from both are combined. Anything invalid raises `ConfigError` naming the
+variable or TOML key and what is wrong, so a bad deployment fails at start-up, loudly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.strategies import ALIASES, STRATEGIES, canonical_strategy
+from providers.base import Timeouts
+from providers.demo import DEMO_MODEL
+from providers.openai_compat import PRESETS
+
+PROVIDER_TYPES = ("openai_compat", "demo")
+DEMO_PRIORITY = 1000
+COMPAT_PRIORITY = 10
+
+
+class ConfigError(ValueError):
+    """Configuration is invalid; the message names the variable or key and the reason."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One configured upstream endpoint. Keys are never part of its repr (rule 15)."""
+
+    name: str
+    provider: str
+    base_url: str = ""
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    models: tuple[str, ...] = ()
+    default_model: str | None = None
+    priority: int = COMPAT_PRIORITY
+    timeouts: Timeouts = Timeouts()
+    stream_usage: bool = True
+    extra_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    preset: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    workers: tuple[WorkerSpec, ...] = ()
+    routing_strategy: str = "priority"
+    health_check_interval: float = 30.0
+    health_check_timeout: float = 5.0
+    #: A health probe slower than this marks the worker degraded (still used, but noted).
+    degraded_latency: float = 2.0
+    timeouts: Timeouts = Timeouts()
+    demo_delay: float = 0.04
+    #: How long a key rests after a 429 that carried no Retry-After.
+    key_cooldown: float = 60.0
+    max_body_bytes: int = 1 << 20
+    upstream_pool_size: int = 1000
+    log_level: str = "INFO"
+
+    @property
+    def demo_only(self) -> bool:
+        return bool(self.workers) and all(w.provider == "demo" for w in self.workers)
+
+
+# --- small typed readers, each naming its source in the error ---------------------------
+
+
+def _number(source: str, raw: Any, *, minimum: float, maximum: float = math.inf, integer: bool = False) -> float:
+    if isinstance(raw, bool):
+        raise ConfigError(f"{source}: expected a number, got {raw!r}")
+    if isinstance(raw, str):
+        try:
+            raw = int(raw) if integer else float(raw)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            raise ConfigError(f"{source}: expected {kind}, got {raw!r}") from None
+    if integer and not isinstance(raw, int):
+        raise ConfigError(f"{source}: expected an integer, got {raw!r}")
+    if not isinstance(raw, (int, float)) or not math.isfinite(raw):
+        raise ConfigError(f"{source}: expected a number, got {raw!r}")
+    if not minimum <= raw <= maximum:
+        bound = f"between {minimum:g} and {maximum:g}" if math.isfinite(maximum) else f"at least {minimum:g}"
+        raise ConfigError(f"{source}: must be {bound}, got {raw!r}")
+    return raw
+
+
+def _bool(source: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{source}: expected true or false, got {raw!r}")
+
+
+def _url(source: str, raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(f"{source}: expected a URL string, got {raw!r}")
+    url = raw.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{source}: expected an http:// or https:// URL, got {raw!r}")
+    if parts.username or parts.password:
+        raise ConfigError(f"{source}: put credentials in the key settings, not in the URL")
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ConfigError(f"{source}: the port in {raw!r} is invalid") from None
+    return url
+
+
+def _keys(source: str, raw: Any) -> tuple[str, ...]:
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple) or not all(isinstance(k, str) for k in items):
+        raise ConfigError(f"{source}: expected a comma-separated list (or TOML array) of keys")
+    keys = tuple(k.strip() for k in items if k.strip())
+    for index, key in enumerate(keys):
+        if any(ch.isspace() or ord(ch) < 32 for ch in key):
+            raise ConfigError(f"{source}: key #{index + 1} contains whitespace or control characters")
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"{source}: the same key is listed twice")
+    return keys
+
+
+def _names(source: str, raw: Any) -> tuple[str, ...]:
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple) or not all(isinstance(m, str) for m in items):
+        raise ConfigError(f"{source}: expected a list of model names")
+    return tuple(m.strip() for m in items if m.strip())
+
+
+def _worker_name(source: str, raw: Any) -> str:
+    if not isinstance(raw, str) or not raw or len(raw) > 64 or not all(c.isalnum() or c in "-_." for c in raw):
+        raise ConfigError(f"{source}: worker names are 1-64 letters, digits, '-', '_' or '.', got {raw!r}")
+    return raw
+
+
+def _timeouts(source: str, raw: Mapping[str, Any], base: Timeouts) -> Timeouts:
+    _reject_unknown(source, raw, {"connect", "first_token", "idle", "total"})
+    values = {k: _number(f"{source}.{k}", v, minimum=0.001, maximum=86400) for k, v in raw.items()}
+    return replace(base, **values)
+
+
+def _reject_unknown(source: str, table: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+# --- workers from the environment ----------------------------------------------------------
+
+
+def _preset_workers(env: Mapping[str, str], timeouts: Timeouts) -> list[WorkerSpec]:
+    """GROQ_API_KEYS etc.: one worker per preset whose keys are set."""
+    workers = []
+    for preset in PRESETS.values():
+        prefix = preset.name.upper()
+        raw_keys = env.get(f"{prefix}_API_KEYS", "")
+        if not raw_keys.strip():
+            continue
+        model = env.get(f"{prefix}_MODEL", "").strip() or preset.default_model
+        priority = env.get(f"{prefix}_PRIORITY")
+        workers.append(
+            WorkerSpec(
+                name=preset.name,
+                provider="openai_compat",
+                preset=preset.name,
+                base_url=_url(f"{prefix}_BASE_URL", env[f"{prefix}_BASE_URL"]) if env.get(f"{prefix}_BASE_URL") else preset.base_url,
+                api_keys=_keys(f"{prefix}_API_KEYS", raw_keys),
+                models=(model,),
+                default_model=model,
+                priority=int(_number(f"{prefix}_PRIORITY", priority, minimum=0, maximum=1_000_000, integer=True)) if priority else preset.priority,
+                timeouts=timeouts,
+            )
+        )
+    return workers
+
+
+def _compat_workers(env: Mapping[str, str], timeouts: Timeouts) -> list[WorkerSpec]:
+    """OPENAI_COMPAT_URLS=url,url or name=url,name=url: one worker per URL."""
+    raw = env.get("OPENAI_COMPAT_URLS", "")
+    entries = [e.strip() for e in raw.split(",") if e.strip()]
+    if not entries:
+        return []
+    keys = _keys("OPENAI_COMPAT_API_KEYS", env.get("OPENAI_COMPAT_API_KEYS", ""))
+    model = env.get("OPENAI_COMPAT_MODEL", "").strip() or None
+    priority_raw = env.get("OPENAI_COMPAT_PRIORITY")
+    priority = (
+        int(_number("OPENAI_COMPAT_PRIORITY", priority_raw, minimum=0, maximum=1_000_000, integer=True))
+        if priority_raw
+        else COMPAT_PRIORITY
+    )
+    workers = []
+    for index, entry in enumerate(entries, start=1):
+        name, sep, url = entry.partition("=")
+        if not sep:
+            name, url = f"compat-{index}", entry
+        workers.append(
+            WorkerSpec(
+                name=_worker_name("OPENAI_COMPAT_URLS", name.strip()),
+                provider="openai_compat",
+                base_url=_url("OPENAI_COMPAT_URLS", url),
+                api_keys=keys,
+                models=(model,) if model else (),
+                default_model=model,
+                priority=priority,
+                timeouts=timeouts,
+            )
+        )
+    return workers
+
+
+# --- workers from TOML -------------------------------------------------------------------
+
+_WORKER_KEYS = {
+    "name", "provider", "preset", "base_url", "api_keys", "api_keys_env", "models",
+    "default_model", "priority", "timeouts", "stream_usage", "headers",
+}  # fmt: skip
+
+
+def _toml_worker(index: int, table: Any, env: Mapping[str, str], timeouts: Timeouts) -> WorkerSpec:
+    src = f"CORTEX_CONFIG workers[{index}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{src}: expected a table")
+    _reject_unknown(src, table, _WORKER_KEYS)
+    name = _worker_name(f"{src}.name", table.get("name"))
+    src = f"CORTEX_CONFIG workers[{index}] ({name})"
+    provider = table.get("provider", "openai_compat")
+    if provider not in PROVIDER_TYPES:
+        raise ConfigError(f"{src}.provider: unknown provider {provider!r} (known: {', '.join(PROVIDER_TYPES)})")
+    preset_name = table.get("preset")
+    preset = None
+    if preset_name is not None:
+        preset = PRESETS.get(preset_name) if isinstance(preset_name, str) else None
+        if preset is None or provider != "openai_compat":
+            raise ConfigError(f"{src}.preset: unknown preset {preset_name!r} (known: {', '.join(PRESETS)})")
+    base_url = ""
+    if provider != "demo":
+        raw_url = table.get("base_url", preset.base_url if preset else None)
+        if raw_url is None:
+            raise ConfigError(f"{src}.base_url: required for provider {provider!r}")
+        base_url = _url(f"{src}.base_url", raw_url)
+    if "api_keys" in table and "api_keys_env" in table:
+        raise ConfigError(f"{src}: give api_keys or api_keys_env, not both")
+    keys: tuple[str, ...] = ()
+    if "api_keys" in table:
+        keys = _keys(f"{src}.api_keys", table["api_keys"])
+    elif "api_keys_env" in table:
+        var = table["api_keys_env"]
+        if not isinstance(var, str) or var not in env:
+            raise ConfigError(f"{src}.api_keys_env: environment variable {var!r} is not set")
+        keys = _keys(var, env[var])
+    models = _names(f"{src}.models", table.get("models", []))
+    default_model = table.get("default_model")
+    if default_model is not None and not (isinstance(default_model, str) and default_model.strip()):
+        raise ConfigError(f"{src}.default_model: expected a model name")
+    if default_model is None:
+        default_model = models[0] if models else (preset.default_model if preset else None)
+        if provider == "demo":
+            default_model = DEMO_MODEL
+    if provider == "demo":
+        models = models or (DEMO_MODEL,)
+    elif preset and not models and default_model:
+        models = (default_model,)
+    default_priority = preset.priority if preset else (DEMO_PRIORITY if provider == "demo" else COMPAT_PRIORITY)
+    headers = table.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise ConfigError(f"{src}.headers: expected a table of string values")
+    worker_timeouts = table.get("timeouts", {})
+    if not isinstance(worker_timeouts, dict):
+        raise ConfigError(f"{src}.timeouts: expected a table")
+    return WorkerSpec(
+        name=name,
+        provider=provider,
+        preset=preset.name if preset else None,
+        base_url=base_url,
+        api_keys=keys,
+        models=models,
+        default_model=default_model,
+        priority=int(_number(f"{src}.priority", table.get("priority", default_priority), minimum=0, maximum=1_000_000, integer=True)),
+        timeouts=_timeouts(f"{src}.timeouts", worker_timeouts, timeouts),
+        stream_usage=_bool(f"{src}.stream_usage", table.get("stream_usage", True)),
+        extra_headers=dict(headers),
+    )
+
+
+# --- the whole ---------------------------------------------------------------------------
+
+_TOP_KEYS = {
+    "routing_strategy", "health_check_interval", "health_check_timeout", "degraded_latency",
+    "demo_provider", "demo_delay_ms", "key_cooldown", "max_body_bytes", "upstream_pool_size", "log_level", "timeouts", "workers",
+}  # fmt: skip
+
+#: (environment variable, TOML key, reader) for every top-level scalar.
+_SCALARS: tuple[tuple[str, str], ...] = (
+    ("ROUTING_STRATEGY", "routing_strategy"),
+    ("HEALTH_CHECK_INTERVAL", "health_check_interval"),
+    ("HEALTH_CHECK_TIMEOUT", "health_check_timeout"),
+    ("HEALTH_DEGRADED_LATENCY", "degraded_latency"),
+    ("DEMO_PROVIDER", "demo_provider"),
+    ("DEMO_DELAY_MS", "demo_delay_ms"),
+    ("KEY_COOLDOWN", "key_cooldown"),
+    ("MAX_BODY_BYTES", "max_body_bytes"),
+    ("UPSTREAM_POOL_SIZE", "upstream_pool_size"),
+    ("LOG_LEVEL", "log_level"),
+)
+_TIMEOUT_ENV = (
+    ("CONNECT_TIMEOUT", "connect"),
+    ("FIRST_TOKEN_TIMEOUT", "first_token"),
+    ("IDLE_TIMEOUT", "idle"),
+    ("REQUEST_TIMEOUT", "total"),
+)
+
+
+def _parse_toml(toml_text: str | None) -> dict[str, Any]:
+    if not toml_text:
+        return {}
+    try:
+        doc = tomllib.loads(toml_text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"CORTEX_CONFIG: not valid TOML ({exc})") from None
+    _reject_unknown("CORTEX_CONFIG", doc, _TOP_KEYS)
+    return doc
+
+
+def _scalars(env: Mapping[str, str], doc: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+    """Each scalar's (source name, raw value); the environment wins over the file."""
+    found: dict[str, tuple[str, Any]] = {}
+    for var, key in _SCALARS:
+        if env.get(var, "").strip():
+            found[key] = (var, env[var].strip())
+        elif key in doc:
+            found[key] = (f"CORTEX_CONFIG {key}", doc[key])
+    return found
+
+
+def _global_timeouts(env: Mapping[str, str], doc: Mapping[str, Any]) -> Timeouts:
+    table = doc.get("timeouts", {})
+    if not isinstance(table, dict):
+        raise ConfigError("CORTEX_CONFIG timeouts: expected a table")
+    timeouts = _timeouts("CORTEX_CONFIG timeouts", table, Timeouts())
+    for var, key in _TIMEOUT_ENV:
+        if env.get(var, "").strip():
+            timeouts = replace(timeouts, **{key: _number(var, env[var], minimum=0.001, maximum=86400)})
+    return timeouts
+
+
+def _demo_worker(mode: str, source: str, real_workers: list[WorkerSpec], timeouts: Timeouts) -> list[WorkerSpec]:
+    mode = str(mode).strip().lower()
+    if mode not in ("auto", "on", "off", "true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{source}: expected auto, on or off, got {mode!r}")
+    enabled = not real_workers if mode == "auto" else _bool(source, mode)
+    if not enabled or any(w.provider == "demo" for w in real_workers):
+        return []
+    return [
+        WorkerSpec(
+            name="demo",
+            provider="demo",
+            models=(DEMO_MODEL,),
+            default_model=DEMO_MODEL,
+            priority=DEMO_PRIORITY,
+            timeouts=timeouts,
+        )
+    ]
+
+
+def load_settings(environ: Mapping[str, str], toml_text: str | None = None) -> Settings:
+    """Build Settings from an environment mapping and the TOML file's text (if any)."""
+    doc = _parse_toml(toml_text)
+    scalars = _scalars(environ, doc)
+    timeouts = _global_timeouts(environ, doc)
+
+    strategy_source, strategy_raw = scalars.get("routing_strategy", ("ROUTING_STRATEGY", "priority"))
+    strategy = canonical_strategy(str(strategy_raw))
+    if strategy is None:
+        known = ", ".join(sorted([*STRATEGIES, *ALIASES]))
+        raise ConfigError(f"{strategy_source}: unknown routing strategy {strategy_raw!r} (known: {known})")
+
+    def number(key: str, default: float, **bounds: Any) -> float:
+        source, raw = scalars.get(key, (key, default))
+        return _number(source, raw, **bounds)
+
+    toml_workers = doc.get("workers", [])
+    if not isinstance(toml_workers, list):
+        raise ConfigError("CORTEX_CONFIG workers: expected an array of tables ([[workers]])")
+    workers = [_toml_worker(i, t, environ, timeouts) for i, t in enumerate(toml_workers)]
+    workers += _preset_workers(environ, timeouts) + _compat_workers(environ, timeouts)
+    real = [w for w in workers if w.provider != "demo"]
+    demo_source, demo_mode = scalars.get("demo_provider", ("DEMO_PROVIDER", "auto"))
+    workers += _demo_worker(demo_mode, demo_source, real, timeouts)
+
+    seen: set[str] = set()
+    for worker in workers:
+        if worker.name in seen:
+            raise ConfigError(f"worker name {worker.name!r} is used twice (names must be unique)")
+        seen.add(worker.name)
+
+    level_source, level = scalars.get("log_level", ("LOG_LEVEL", "INFO"))
+    level = str(level).strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"{level_source}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
+
+    return Settings(
+        workers=tuple(workers),
+        routing_strategy=strategy,
+        health_check_interval=number("health_check_interval", 30.0, minimum=0, maximum=86400),
+        health_check_timeout=number("health_check_timeout", 5.0, minimum=0.01, maximum=600),
+        degraded_latency=number("degraded_latency", 2.0, minimum=0.001, maximum=600),
+        timeouts=timeouts,
+        demo_delay=number("demo_delay_ms", 40, minimum=0, maximum=10_000) / 1000,
+        key_cooldown=number("key_cooldown", 60.0, minimum=0, maximum=86400),
+        max_body_bytes=int(number("max_body_bytes", 1 << 20, minimum=1024, maximum=1 << 30, integer=True)),
+        upstream_pool_size=int(number("upstream_pool_size", 1000, minimum=1, maximum=100_000, integer=True)),
+        log_level=level,
+    )
+
+
+def load_from_environment(environ: Mapping[str, str] | None = None) -> Settings:
+    """The production entry point: reads the TOML file named by CORTEX_CONFIG, if any."""
+    env = os.environ if environ is None else environ
+    path = env.get("CORTEX_CONFIG", "").strip()
+    text = None
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise ConfigError(f"CORTEX_CONFIG: cannot read {path!r} ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"CORTEX_CONFIG: {path!r} is not UTF-8 text") from None
+    return load_settings(env, text)

@@ -1,0 +1,104 @@
+"""The bodies of GET /api/health and GET /api/providers, built from cached state only.
+
+Pure functions of the pool, the latest health snapshot and the time: nothing here probes
+an upstream, so these endpoints answer instantly even when every upstream hangs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from app.health import DEGRADED, HEALTHY, UNAVAILABLE, UNKNOWN, HealthSnapshot
+from app.pool import Worker, WorkerPool
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _status(worker: Worker, snapshot: HealthSnapshot, now: float) -> tuple[str, float | None]:
+    """The worker's status, with 'unavailable' also when every key is resting; and when it returns."""
+    status = snapshot.of(worker.name).status
+    back = worker.keys.available_at(now)
+    if back is not None:
+        return UNAVAILABLE, back
+    return status, None
+
+
+def health_report(pool: WorkerPool, snapshot: HealthSnapshot, now: float, started_at: float) -> tuple[dict[str, Any], int]:
+    workers: dict[str, Any] = {}
+    counts = {HEALTHY: 0, DEGRADED: 0, UNAVAILABLE: 0, UNKNOWN: 0}
+    for worker in pool:
+        health = snapshot.of(worker.name)
+        status, back = _status(worker, snapshot, now)
+        counts[status] += 1
+        workers[worker.name] = {
+            "status": status,
+            "type": worker.type,
+            "priority": worker.priority,
+            "last_check": _iso(health.checked_at),
+            "latency_ms": None if health.latency is None else round(health.latency * 1000, 1),
+            "error": health.error if status == UNAVAILABLE and back is None else None,
+            "available_at": _iso(back) if back not in (None, float("inf")) else None,
+            "in_flight": worker.in_flight,
+        }
+        if back is not None:
+            workers[worker.name]["error"] = "every API key is cooling down or disabled"
+    total = len(pool)
+    available = total - counts[UNAVAILABLE]
+    if total == 0:
+        overall, code = "no_workers", 503
+    elif available == 0:
+        overall, code = "unhealthy", 503
+    elif counts[UNAVAILABLE] or counts[DEGRADED]:
+        overall, code = "degraded", 200
+    else:
+        overall, code = "healthy", 200
+    body = {
+        "status": overall,
+        "timestamp": _iso(now),
+        "uptime": round(now - started_at, 3),
+        "workers": workers,
+        "summary": {
+            "total": total,
+            "available": available,
+            "healthy": counts[HEALTHY],
+            "degraded": counts[DEGRADED],
+            "unavailable": counts[UNAVAILABLE],
+            "unknown": counts[UNKNOWN],
+        },
+        "last_check": _iso(snapshot.taken_at),
+    }
+    return body, code
+
+
+def providers_report(pool: WorkerPool, snapshot: HealthSnapshot, now: float, strategy: str) -> dict[str, Any]:
+    providers = []
+    for worker in sorted(pool, key=lambda w: (w.priority, w.name)):
+        info = worker.adapter.describe()
+        status, back = _status(worker, snapshot, now)
+        providers.append(
+            {
+                "name": worker.name,
+                "type": info.type,
+                "preset": worker.spec.preset,
+                "status": status,
+                "priority": worker.priority,
+                "models": list(worker.models(snapshot.of(worker.name).models)),
+                "default_model": worker.resolve_model(None, snapshot.of(worker.name).models),
+                "capabilities": list(info.capabilities),
+                "keys": len(worker.keys),
+                "available_at": _iso(back) if back not in (None, float("inf")) else None,
+                "demo": info.is_demo,
+                "description": info.description,
+            }
+        )
+    return {
+        "providers": providers,
+        "total_count": len(providers),
+        "healthy_count": sum(1 for p in providers if p["status"] in (HEALTHY, DEGRADED)),
+        "default_strategy": strategy,
+    }

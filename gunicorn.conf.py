@@ -1,0 +1,68 @@
+"""gunicorn settings for Cortex. Every value comes from the environment, with a default
+suited to long-lived token streams. Run: gunicorn -c gunicorn.conf.py wsgi:app"""
+
+import os
+import sys
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        sys.exit(f"cortex: configuration error: {name}: expected an integer, got {raw!r}")
+
+
+# Where to listen. HOST defaults to loopback: set HOST=0.0.0.0 to serve other machines
+# (and then set client auth), e.g. inside a container.
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{_int('PORT', 4000)}"
+
+# Processes. Each gevent worker serves thousands of concurrent streams on one core, so one
+# worker per core is the right number (WEB_CONCURRENCY is the conventional variable).
+workers = _int("WEB_CONCURRENCY", os.cpu_count() or 1)
+worker_class = "gevent"
+# Concurrent connections per worker process (each stream holds one).
+worker_connections = _int("WORKER_CONNECTIONS", 1000)
+# Pending connections the kernel queues; also bounded by net.core.somaxconn.
+backlog = _int("BACKLOG", 2048)
+
+# The gevent worker's heartbeat runs in its own greenlet, so a long stream never trips this;
+# it only catches a worker whose event loop is blocked.
+timeout = _int("WORKER_TIMEOUT", 30)
+# On SIGTERM/SIGHUP, in-flight streams get this long to finish before the worker is killed.
+graceful_timeout = _int("GRACEFUL_TIMEOUT", 60)
+# Idle keep-alive between requests on one client connection.
+keepalive = _int("KEEPALIVE", 5)
+
+# Never preload: the app must be imported after gevent patched the worker (see wsgi.py).
+preload_app = False
+
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# Access log off by default (Cortex logs one line per stream itself); ACCESS_LOG=- for stdout.
+accesslog = os.environ.get("ACCESS_LOG") or None
+proc_name = "cortex"
+
+
+def on_starting(server):  # noqa: ARG001
+    """Validate configuration once in the master, so a bad setting stops start-up with one
+    clear line instead of a traceback from every worker."""
+    from app.settings import ConfigError, load_from_environment
+
+    try:
+        load_from_environment()
+    except ConfigError as exc:
+        sys.exit(f"cortex: configuration error: {exc}")
+
+
+def post_worker_init(worker):
+    """Start the app's background greenlets (health checks) in this worker process."""
+    worker.wsgi.extensions["cortex"].start()
+
+
+def worker_exit(server, worker):  # noqa: ARG001
+    gateway = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("cortex")
+    if gateway is not None:
+        gateway.stop()

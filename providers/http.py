@@ -1,0 +1,122 @@
+"""The thin I/O shell shared by every HTTP adapter.
+
+A protocol module supplies only pure parts (a `WireProtocol`): how to build the chat and
+model-list requests, a fresh incremental parser per stream, and how to read an error body.
+This shell sends, checks the status, feeds bytes to the parser and guarantees the upstream
+response is closed however the stream ends: completed, failed, or abandoned by the client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import requests
+
+from providers.base import ChatParams, Endpoint, PreparedCall, ProviderInfo, StreamParser, Timeouts
+from providers.errors import ErrorKind, UpstreamError
+from providers.events import Event, StreamFailure
+from providers.transport import Transport
+
+#: Error bodies larger than this are cut before parsing: an error is never that long.
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class WireProtocol:
+    """The pure parts of one upstream protocol. None of them does I/O, logs, or reads a clock:
+    `parse_error` receives the current time for Retry-After dates."""
+
+    build_chat: Callable[[Endpoint, ChatParams, str | None], PreparedCall]
+    new_parser: Callable[[], StreamParser]
+    parse_error: Callable[[int, Mapping[str, str], bytes, float], UpstreamError]
+    build_models: Callable[[Endpoint, str | None], PreparedCall]
+    parse_models: Callable[[bytes], tuple[str, ...]]
+    #: Parses a whole JSON answer, for servers that ignore `stream: true`.
+    parse_completion: Callable[[bytes], list[Event]] | None = None
+
+
+def mask_key(key: str) -> str:
+    """How a key may be shown: enough to tell two apart, never enough to use one."""
+    if len(key) <= 8:
+        return "****"
+    return f"{key[:3]}…{key[-4:]}"
+
+
+def scrub(error: UpstreamError, key: str | None) -> UpstreamError:
+    """Remove a key that an upstream echoed back in its error text (rule 15)."""
+    if key and key in error.message:
+        error.message = error.message.replace(key, mask_key(key))
+        error.args = (error.message,)
+    return error
+
+
+class HttpAdapter:
+    """An `Adapter` for any HTTP upstream, parameterised by its `WireProtocol`."""
+
+    def __init__(self, endpoint: Endpoint, protocol: WireProtocol, info: ProviderInfo, transport: Transport) -> None:
+        self.endpoint = endpoint
+        self.protocol = protocol
+        self.info = info
+        self.transport = transport
+
+    def describe(self) -> ProviderInfo:
+        return self.info
+
+    def stream_chat(self, params: ChatParams, key: str | None, timeouts: Timeouts) -> Iterator[Event]:
+        call = self.protocol.build_chat(self.endpoint, params, key)
+        response = self.transport.send(
+            call, connect_timeout=timeouts.connect, read_timeout=timeouts.socket_read, stream=True
+        )
+        try:
+            if response.status_code >= 300:
+                raise self._error(response, key)
+            content_type = response.headers.get("Content-Type", "")
+            if self.protocol.parse_completion is not None and content_type.startswith("application/json"):
+                body = Transport.read_body(response, limit=16 << 20)
+                events = self.protocol.parse_completion(body)
+                response.close()
+                return iter(events)
+        except BaseException:
+            response.close()
+            raise
+        return self._events(response, self.protocol.new_parser(), key)
+
+    def list_models(self, key: str | None, timeout: float) -> tuple[str, ...]:
+        call = self.protocol.build_models(self.endpoint, key)
+        response = self.transport.send(call, connect_timeout=timeout, read_timeout=timeout, stream=True)
+        try:
+            if response.status_code >= 300:
+                raise self._error(response, key)
+            return self.protocol.parse_models(Transport.read_body(response))
+        finally:
+            response.close()
+
+    def _error(self, response: requests.Response, key: str | None) -> UpstreamError:
+        try:
+            body = Transport.read_body(response, limit=ERROR_BODY_LIMIT)
+        except UpstreamError:
+            body = b""
+        error = self.protocol.parse_error(response.status_code, response.headers, body, time.time())
+        return scrub(error, key)
+
+    @staticmethod
+    def _events(response: requests.Response, parser: StreamParser, key: str | None) -> Iterator[Event]:
+        try:
+            for chunk in Transport.iter_body(response):
+                for event in parser.feed(chunk):
+                    if isinstance(event, StreamFailure):
+                        yield StreamFailure(scrub(event.error, key))
+                        return
+                    yield event
+            for event in parser.finish():
+                yield event if not isinstance(event, StreamFailure) else StreamFailure(scrub(event.error, key))
+        except UpstreamError as error:
+            yield StreamFailure(scrub(error, key))
+        finally:
+            response.close()
+
+
+def malformed(message: str) -> UpstreamError:
+    return UpstreamError(ErrorKind.MALFORMED_STREAM, message)

@@ -1,0 +1,157 @@
+"""The one place where HTTP happens and where `requests`' exceptions become `UpstreamError`s.
+
+    requests.RequestException
+    ├── ConnectionError ─┬─ ConnectTimeout (also a Timeout)   -> CONNECT
+    │                    ├─ ProxyError, SSLError               -> CONNECT
+    │                    └─ (itself)  before the response      -> CONNECT
+    │                                 while reading the body   -> TIMEOUT if it wraps urllib3's
+    │                                                             ReadTimeoutError, else INTERRUPTED
+    ├── Timeout ── ReadTimeout                                 -> TIMEOUT
+    ├── ChunkedEncodingError                                   -> INTERRUPTED
+    ├── ContentDecodingError                                   -> MALFORMED_STREAM
+    ├── TooManyRedirects, RetryError                           -> SERVER
+    └── URLRequired, MissingSchema, InvalidSchema, InvalidURL,
+        InvalidHeader, InvalidProxyURL, InvalidJSONError, ...  -> CONNECT (misconfigured worker)
+
+`tests/unit/test_transport.py` fails if requests grows an exception class this table lacks.
+
+Two sharp edges of requests handled here: `iter_content(chunk_size=None)` only yields data as
+it arrives for chunked bodies (for a close-delimited body it reads to EOF first), so other
+bodies are read with urllib3's `read1`; and we never use `iter_lines`, which yields a
+spurious empty line when a CRLF straddles two reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import requests
+import urllib3.exceptions
+from requests import exceptions as rex
+from requests.adapters import HTTPAdapter
+
+from providers.base import PreparedCall
+from providers.errors import ErrorKind, UpstreamError
+
+USER_AGENT = "cortex-gateway/0.1"
+
+#: Most specific first; every class of requests.exceptions that can be raised appears here.
+EXCEPTION_KINDS: tuple[tuple[type[BaseException], ErrorKind, str], ...] = (
+    (rex.ConnectTimeout, ErrorKind.CONNECT, "timed out connecting to the upstream"),
+    (rex.ReadTimeout, ErrorKind.TIMEOUT, "the upstream did not answer in time"),
+    (rex.Timeout, ErrorKind.TIMEOUT, "the upstream did not answer in time"),
+    (rex.SSLError, ErrorKind.CONNECT, "TLS handshake with the upstream failed"),
+    (rex.ProxyError, ErrorKind.CONNECT, "could not connect through the proxy"),
+    (rex.ConnectionError, ErrorKind.CONNECT, "could not connect to the upstream"),
+    (rex.ChunkedEncodingError, ErrorKind.INTERRUPTED, "the upstream connection broke mid-response"),
+    (rex.ContentDecodingError, ErrorKind.MALFORMED_STREAM, "the upstream body could not be decoded"),
+    (rex.TooManyRedirects, ErrorKind.SERVER, "the upstream redirected too many times"),
+    (rex.RetryError, ErrorKind.SERVER, "the upstream request failed"),
+    (rex.InvalidProxyURL, ErrorKind.CONNECT, "the configured proxy URL is invalid"),
+    (rex.MissingSchema, ErrorKind.CONNECT, "the worker's URL has no scheme"),
+    (rex.InvalidSchema, ErrorKind.CONNECT, "the worker's URL scheme is not supported"),
+    (rex.InvalidURL, ErrorKind.CONNECT, "the worker's URL is invalid"),
+    (rex.URLRequired, ErrorKind.CONNECT, "the worker has no URL"),
+    (rex.InvalidHeader, ErrorKind.CONNECT, "a request header is invalid (check the worker's key)"),
+    (rex.InvalidJSONError, ErrorKind.SERVER, "could not encode the request body"),
+    (rex.JSONDecodeError, ErrorKind.MALFORMED_STREAM, "the upstream sent invalid JSON"),
+    (rex.HTTPError, ErrorKind.SERVER, "the upstream answered with an HTTP error"),
+    (rex.StreamConsumedError, ErrorKind.SERVER, "the upstream body was already read"),
+    (rex.UnrewindableBodyError, ErrorKind.SERVER, "the request body could not be resent"),
+    (rex.RequestException, ErrorKind.CONNECT, "the upstream request failed"),
+)
+
+
+def classify_exception(exc: BaseException, *, reading_body: bool) -> UpstreamError:
+    """Map a transport exception to an UpstreamError, without ever quoting it (it holds the URL)."""
+    if reading_body:
+        if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, rex.ReadTimeout)) or (
+            isinstance(exc, rex.ConnectionError)
+            and exc.args
+            and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError)
+        ):
+            return UpstreamError(ErrorKind.TIMEOUT, "the upstream went silent mid-stream")
+        if isinstance(exc, (rex.ConnectionError, urllib3.exceptions.ProtocolError, OSError)):
+            return UpstreamError(ErrorKind.INTERRUPTED, "the upstream connection broke mid-response")
+        if isinstance(exc, urllib3.exceptions.DecodeError):
+            return UpstreamError(ErrorKind.MALFORMED_STREAM, "the upstream body could not be decoded")
+    for cls, kind, message in EXCEPTION_KINDS:
+        if isinstance(exc, cls):
+            return UpstreamError(kind, message)
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return UpstreamError(ErrorKind.INTERRUPTED, "the upstream connection failed")
+    return UpstreamError(ErrorKind.CONNECT, f"the upstream request failed ({type(exc).__name__})")
+
+
+class Transport:
+    """Owns the process's one `requests.Session` (rule 12): pooled keep-alive connections,
+    no automatic retries (the dispatcher alone retries), sized for our concurrency.
+
+    The session is created on first use, after gevent has patched the worker process.
+    """
+
+    def __init__(self, pool_size: int = 1000) -> None:
+        self._pool_size = pool_size
+        self._session: requests.Session | None = None
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(
+                pool_connections=64, pool_maxsize=self._pool_size, max_retries=0, pool_block=False
+            )
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = USER_AGENT
+            # Proxies from the environment are honoured, but .netrc credentials are not.
+            session.trust_env = True
+            self._session = session
+        return self._session
+
+    def send(self, call: PreparedCall, *, connect_timeout: float, read_timeout: float, stream: bool) -> requests.Response:
+        try:
+            return self.session.request(
+                call.method,
+                call.url,
+                headers=call.headers,
+                data=call.body,
+                timeout=(connect_timeout, read_timeout),
+                stream=stream,
+                allow_redirects=False,
+            )
+        except Exception as exc:  # noqa: BLE001 - every transport failure becomes one error type
+            raise classify_exception(exc, reading_body=False) from exc
+
+    @staticmethod
+    def iter_body(response: requests.Response) -> Iterator[bytes]:
+        """Yield body bytes as they arrive, whatever the framing."""
+        raw = response.raw
+        try:
+            if raw.chunked and raw.supports_chunked_reads():
+                yield from response.iter_content(chunk_size=None)
+                return
+            while True:
+                data = raw.read1(65536)
+                if not data:
+                    return
+                yield data
+        except Exception as exc:  # noqa: BLE001
+            raise classify_exception(exc, reading_body=True) from exc
+
+    @staticmethod
+    def read_body(response: requests.Response, limit: int = 1 << 20) -> bytes:
+        """Read a (small) non-streamed body such as an error or a model list, bounded in size."""
+        parts: list[bytes] = []
+        size = 0
+        for data in Transport.iter_body(response):
+            parts.append(data)
+            size += len(data)
+            if size >= limit:
+                break
+        return b"".join(parts)[:limit]
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None

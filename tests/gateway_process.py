@@ -1,0 +1,88 @@
+"""Cortex running for real: gunicorn with gevent workers, in a subprocess, on a loopback port,
+configured through its TOML file and environment exactly as an operator would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GatewayProcess:
+    def __init__(self, workdir: Path, *, toml: str, env: dict[str, str], workers: int = 1) -> None:
+        self.workdir = workdir
+        self.toml = toml
+        self.extra_env = env
+        self.workers = workers
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "gateway.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "cortex.toml"
+        config.write_text(self.toml)
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEYS", "_URLS"))}
+        env.update({
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "WEB_CONCURRENCY": str(self.workers),
+            "CORTEX_CONFIG": str(config),
+            "DEMO_PROVIDER": "off",
+            "HEALTH_CHECK_INTERVAL": "0",
+            "GRACEFUL_TIMEOUT": "5",
+            "LOG_LEVEL": "info",
+        })  # fmt: skip
+        env.update(self.extra_env)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with requests.get(self.url + "/api/health", timeout=1) as response:
+                    if response.status_code in (200, 503):
+                        return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"gateway did not become ready in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process is not None:
+            self._log.close()
+        self.process = None

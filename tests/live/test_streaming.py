@@ -1,0 +1,79 @@
+"""Streaming through gunicorn+gevent over real sockets: incremental delivery, mid-stream
+failure markers, and what a client disconnect does to the upstream connection."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import requests
+
+from tests.fakes.openai_server import Stream
+
+
+def worker_toml(name: str, url: str, priority: int = 10, **extra: str) -> str:
+    lines = ["[[workers]]", f'name = "{name}"', f'base_url = "{url}"', 'models = ["fake-model"]', f"priority = {priority}"]
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_first_chunk_reaches_client_before_upstream_sends_the_rest(fake_openai, gateway):
+    gate = threading.Event()
+    upstream = fake_openai(chat=Stream(chunks=["first ", "second ", "third"], gate=gate))
+    gw = gateway(worker_toml("up", upstream.base_url))
+
+    with requests.post(gw.url + "/api/chat", json=CHAT, stream=True, timeout=10) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert response.headers["Transfer-Encoding"] == "chunked"
+        assert response.headers["X-Cortex-Worker"] == "up"
+        pieces = response.iter_content(chunk_size=None)
+        first = next(pieces)
+        # The upstream is held at its gate: it has sent one content chunk and nothing more.
+        assert first == b"first "
+        assert upstream.streams[0].sent == 1 and not upstream.streams[0].finished
+        gate.set()
+        rest = b"".join(pieces)
+    assert first + rest == b"first second third"
+    assert upstream.streams[0].finished
+
+
+def test_stream_cut_mid_way_ends_with_explicit_error_marker(fake_openai, gateway):
+    upstream = fake_openai(chat=Stream(chunks=["one ", "two ", "three ", "four"], cut_after=3))
+    gw = gateway(worker_toml("up", upstream.base_url))
+
+    response = requests.post(gw.url + "/api/chat", json=CHAT, timeout=10)
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert body.startswith("one two three ")
+    assert body.endswith("\n")
+    last_line = body.rstrip("\n").rsplit("\n", 1)[-1]
+    assert last_line.startswith("[cortex-error] interrupted: ")
+
+
+def test_client_disconnect_closes_the_upstream_connection(fake_openai, gateway):
+    gate = threading.Event()
+    upstream = fake_openai(chat=Stream(chunks=[f"tok{i} " for i in range(200)], gate=gate, delay=0.05))
+    gw = gateway(worker_toml("up", upstream.base_url))
+
+    body = b'{"messages":[{"role":"user","content":"hi"}]}'
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as client:
+        client.sendall(
+            b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        received = b""
+        while b"tok0" not in received:
+            data = client.recv(65536)
+            assert data, "gateway closed before the first token"
+            received += data
+    # The client is gone. Let the upstream go on streaming: the gateway notices on its next
+    # write and must close the upstream connection, long before the 200 chunks are sent.
+    gate.set()
+    record = upstream.streams[0]
+    assert record.closed_by_peer.wait(timeout=15), "the gateway kept the upstream connection open"
+    assert record.sent < record.planned
+    assert not record.finished
