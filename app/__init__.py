@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flask import Flask
+from typing import TYPE_CHECKING
 
-from app.errors import register_error_handlers
-from app.gateway import Gateway
-from app.settings import Settings, load_from_environment
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +27,15 @@ def _configure_logging(level: str) -> None:
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the application. Opens no socket and starts no greenlet (rule 1): call
     `app.extensions["cortex"].start()` to begin health checks."""
+    # Imported here, not at module level: gunicorn's master imports app.settings to validate
+    # configuration, and must not import requests (and so ssl) before gevent patches workers.
+    from flask import Flask
+
+    from app.errors import register_error_handlers
+    from app.gateway import Gateway
+    from app.routes import api, page
+    from app.settings import load_from_environment
+
     settings = settings if settings is not None else load_from_environment()
     _configure_logging(settings.log_level)
 
@@ -33,8 +43,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["cortex"] = Gateway(settings)
-
-    from app.routes import api, page
 
     app.register_blueprint(api.bp)
     app.register_blueprint(page.bp)

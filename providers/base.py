@@ -8,10 +8,11 @@ passes it in.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from providers.errors import UpstreamError
 from providers.events import Event
 
 ROLES = ("system", "user", "assistant")
@@ -92,6 +93,20 @@ class StreamParser(Protocol):
     def feed(self, chunk: bytes) -> list[Event]: ...
 
     def finish(self) -> list[Event]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WireProtocol:
+    """The pure parts of one upstream protocol. None of them does I/O, logs, or reads a clock:
+    `parse_error` receives the current time for Retry-After dates."""
+
+    build_chat: Callable[[Endpoint, ChatParams, str | None], PreparedCall]
+    new_parser: Callable[[], StreamParser]
+    parse_error: Callable[[int, Mapping[str, str], bytes, float], UpstreamError]
+    build_models: Callable[[Endpoint, str | None], PreparedCall]
+    parse_models: Callable[[bytes], tuple[str, ...]]
+    #: Parses a whole JSON answer, for servers that ignore `stream: true`.
+    parse_completion: Callable[[bytes], list[Event]] | None = None
 
 
 class Adapter(Protocol):

@@ -157,3 +157,7 @@ def json_error_fields(body: bytes) -> tuple[str | None, str | None]:
         return doc["message"], None
     return None, None
 
+
+
+def malformed(message: str) -> UpstreamError:
+    return UpstreamError(ErrorKind.MALFORMED_STREAM, message)

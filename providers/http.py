@@ -9,32 +9,17 @@ response is closed however the stream ends: completed, failed, or abandoned by t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import requests
 
-from providers.base import ChatParams, Endpoint, PreparedCall, ProviderInfo, StreamParser, Timeouts
-from providers.errors import ErrorKind, UpstreamError
+from providers.base import ChatParams, ProviderInfo, StreamParser, Timeouts, WireProtocol
+from providers.errors import UpstreamError
 from providers.events import Event, StreamFailure
 from providers.transport import Transport
 
 #: Error bodies larger than this are cut before parsing: an error is never that long.
 ERROR_BODY_LIMIT = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class WireProtocol:
-    """The pure parts of one upstream protocol. None of them does I/O, logs, or reads a clock:
-    `parse_error` receives the current time for Retry-After dates."""
-
-    build_chat: Callable[[Endpoint, ChatParams, str | None], PreparedCall]
-    new_parser: Callable[[], StreamParser]
-    parse_error: Callable[[int, Mapping[str, str], bytes, float], UpstreamError]
-    build_models: Callable[[Endpoint, str | None], PreparedCall]
-    parse_models: Callable[[bytes], tuple[str, ...]]
-    #: Parses a whole JSON answer, for servers that ignore `stream: true`.
-    parse_completion: Callable[[bytes], list[Event]] | None = None
 
 
 def mask_key(key: str) -> str:
@@ -117,6 +102,3 @@ class HttpAdapter:
         finally:
             response.close()
 
-
-def malformed(message: str) -> UpstreamError:
-    return UpstreamError(ErrorKind.MALFORMED_STREAM, message)

@@ -28,10 +28,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from providers.base import ChatParams, Endpoint, PreparedCall, ProviderInfo
-from providers.errors import ErrorKind, UpstreamError, excerpt, header, json_error_fields, kind_for_status, parse_retry_after
+from providers.base import ChatParams, Endpoint, PreparedCall, ProviderInfo, WireProtocol
+from providers.errors import (
+    ErrorKind,
+    UpstreamError,
+    excerpt,
+    header,
+    json_error_fields,
+    kind_for_status,
+    malformed,
+    parse_retry_after,
+)
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
-from providers.http import WireProtocol, malformed
 from providers.sse import SSEDecoder, SSEEvent
 
 INFO = ProviderInfo(

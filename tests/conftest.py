@@ -41,6 +41,8 @@ def gateway(tmp_path) -> Iterator[Callable[..., GatewayProcess]]:  # type: ignor
     yield make
     for process in started:
         process.stop()
+    for process in started:
+        assert not process.problems(), f"gateway log has problems:\n{process.log()}"
 
 
 @pytest.fixture

@@ -50,6 +50,9 @@ class GatewayProcess:
             "DEMO_PROVIDER": "off",
             "HEALTH_CHECK_INTERVAL": "0",
             "GRACEFUL_TIMEOUT": "5",
+            # gunicorn's gevent worker holds SIGTERM for up to KEEPALIVE seconds while an idle
+            # keep-alive connection is open; short here so teardown stays quick.
+            "KEEPALIVE": "1",
             "LOG_LEVEL": "info",
         })  # fmt: skip
         env.update(self.extra_env)
@@ -71,6 +74,11 @@ class GatewayProcess:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"gateway did not become ready in {timeout}s:\n{self.log()}")
+
+    def problems(self) -> list[str]:
+        """Lines of the log that must never appear: tracebacks and gevent patching warnings."""
+        bad = ("Traceback (most recent call last)", "MonkeyPatchWarning", "Worker failed to boot")
+        return [line for line in self.log().splitlines() if any(b in line for b in bad)]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -122,6 +122,7 @@ class FakeHTTPServer:
         class _Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
                 outer._connections_opened.inc()
+                outer._live.add(self.connection)
                 try:
                     while True:
                         request = _read_request(self.rfile)
@@ -137,6 +138,7 @@ class FakeHTTPServer:
                 except (ConnectionError, OSError, ValueError):
                     return
                 finally:
+                    outer._live.discard(self.connection)
                     outer._connections_closed.inc()
 
         class _Server(socketserver.ThreadingTCPServer):
@@ -144,6 +146,7 @@ class FakeHTTPServer:
             allow_reuse_address = True
             block_on_close = False
 
+        self._live: set[socket.socket] = set()
         self._connections_opened = _Counter()
         self._connections_closed = _Counter()
         self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -163,8 +166,14 @@ class FakeHTTPServer:
         return self
 
     def stop(self) -> None:
+        """Stop like a dead server: stop listening and drop every open connection."""
         self._server.shutdown()
         self._server.server_close()
+        for conn in list(self._live):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._thread.join(timeout=5)
 
 

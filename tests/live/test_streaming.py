@@ -9,15 +9,7 @@ import threading
 import requests
 
 from tests.fakes.openai_server import Stream
-
-
-def worker_toml(name: str, url: str, priority: int = 10, **extra: str) -> str:
-    lines = ["[[workers]]", f'name = "{name}"', f'base_url = "{url}"', 'models = ["fake-model"]', f"priority = {priority}"]
-    lines += [f"{k} = {v}" for k, v in extra.items()]
-    return "\n".join(lines) + "\n"
-
-
-CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+from tests.live.helpers import CHAT, worker_toml
 
 
 def test_first_chunk_reaches_client_before_upstream_sends_the_rest(fake_openai, gateway):
