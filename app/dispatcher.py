@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from app.deadlines import END, deadline, next_within
-from app.errors import NoWorkersAvailable, NotFound, UpstreamRejected
+from app.errors import NotFound, NoWorkersAvailable, UpstreamRejected
 from app.health import HealthMonitor
 from app.pool import Worker, WorkerPool
 from app.settings import Settings
@@ -47,7 +47,13 @@ class AttemptRecord:
     message: str
 
     def as_dict(self) -> dict[str, object]:
-        return {"worker": self.worker, "key": self.key, "kind": self.kind, "status": self.status, "message": self.message}
+        return {
+            "worker": self.worker,
+            "key": self.key,
+            "kind": self.kind,
+            "status": self.status,
+            "message": self.message,
+        }
 
     def describe(self) -> str:
         status = f" HTTP {self.status}" if self.status else ""
@@ -159,7 +165,9 @@ class Dispatcher:
         has not seen fail first, in strategy order; known-unavailable ones last, as a last resort."""
         snapshot = self.health.snapshot
         if req.provider is not None:
-            candidates = [w for w in self.pool if w.name == req.provider] or [w for w in self.pool if w.type == req.provider]
+            candidates = [w for w in self.pool if w.name == req.provider] or [
+                w for w in self.pool if w.type == req.provider
+            ]
             if not candidates:
                 known = ", ".join(w.name for w in self.pool) or "none"
                 raise NotFound(f"unknown provider {req.provider!r} (configured workers: {known})")
@@ -210,7 +218,11 @@ class Dispatcher:
                 back = worker.keys.available_at(now)
                 if back is not None and back != float("inf"):
                     retry_at.append(back)
-                attempts.append(AttemptRecord(worker.name, None, "keys_unavailable", None, "every API key is cooling down or disabled"))
+                attempts.append(
+                    AttemptRecord(
+                        worker.name, None, "keys_unavailable", None, "every API key is cooling down or disabled"
+                    )
+                )
                 continue
             for key_index in keys:
                 if time.monotonic() >= budget_end:
@@ -226,7 +238,9 @@ class Dispatcher:
                         break
         raise self._give_up(attempts, retry_at, None)
 
-    def _after_failure(self, worker: Worker, key_index: int | None, error: UpstreamError, retry_at: list[float]) -> bool:
+    def _after_failure(
+        self, worker: Worker, key_index: int | None, error: UpstreamError, retry_at: list[float]
+    ) -> bool:
         """Apply key policy; True means 'try the next key of this worker'."""
         worker.keys.record_failure(key_index)
         now = self.clock()
@@ -240,13 +254,17 @@ class Dispatcher:
         if error.kind is ErrorKind.AUTH:
             worker.keys.disable(key_index)
             if key_index is not None:
-                log.error("worker %s: key #%d was refused (%s) and is disabled", worker.name, key_index + 1, error.message)
+                log.error(
+                    "worker %s: key #%d was refused (%s) and is disabled", worker.name, key_index + 1, error.message
+                )
             return key_index is not None
         return False
 
     def _give_up(self, attempts: list[AttemptRecord], retry_at: list[float], reason: str | None) -> Exception:
         if attempts and all(a.kind == ErrorKind.NOT_FOUND.value for a in attempts):
-            return NotFound("; ".join(a.describe() for a in attempts), extra={"attempts": [a.as_dict() for a in attempts]})
+            return NotFound(
+                "; ".join(a.describe() for a in attempts), extra={"attempts": [a.as_dict() for a in attempts]}
+            )
         retry_after = max(1.0, min(retry_at) - self.clock()) if retry_at else DEFAULT_RETRY_AFTER
         summary = "; ".join(a.describe() for a in attempts) or "no worker could be tried"
         details = f"{reason}: {summary}" if reason else f"every worker failed: {summary}"

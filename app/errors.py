@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, jsonify
@@ -37,7 +37,9 @@ class ApiError(Exception):
     code = "internal_error"
     title = "Internal error"
 
-    def __init__(self, details: str = "", *, retry_after: float | None = None, extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, details: str = "", *, retry_after: float | None = None, extra: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(details or self.title)
         self.details = details
         self.retry_after = retry_after
@@ -109,7 +111,7 @@ _HTTP_EXCEPTIONS: dict[int, type[ApiError]] = {
 
 
 def timestamp() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def render_native(error: ApiError) -> Response:

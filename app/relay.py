@@ -38,7 +38,12 @@ def relay(dispatch: Dispatch, encoder: Encoder) -> Iterator[bytes]:
         for event in follow(dispatch):
             if isinstance(event, StreamFailure):
                 outcome = f"failed_mid_stream:{event.error.kind.value}"
-                log.warning("stream from %s failed mid-way: %s: %s", dispatch.worker.name, event.error.kind.value, event.error.message)
+                log.warning(
+                    "stream from %s failed mid-way: %s: %s",
+                    dispatch.worker.name,
+                    event.error.kind.value,
+                    event.error.message,
+                )
                 yield encoder.error(event.error)
                 return
             chunk = encoder.encode(event)

@@ -173,11 +173,15 @@ def _preset_workers(env: Mapping[str, str], timeouts: Timeouts) -> list[WorkerSp
                 name=preset.name,
                 provider="openai_compat",
                 preset=preset.name,
-                base_url=_url(f"{prefix}_BASE_URL", env[f"{prefix}_BASE_URL"]) if env.get(f"{prefix}_BASE_URL") else preset.base_url,
+                base_url=_url(f"{prefix}_BASE_URL", env[f"{prefix}_BASE_URL"])
+                if env.get(f"{prefix}_BASE_URL")
+                else preset.base_url,
                 api_keys=_keys(f"{prefix}_API_KEYS", raw_keys),
                 models=(model,),
                 default_model=model,
-                priority=int(_number(f"{prefix}_PRIORITY", priority, minimum=0, maximum=1_000_000, integer=True)) if priority else preset.priority,
+                priority=int(_number(f"{prefix}_PRIORITY", priority, minimum=0, maximum=1_000_000, integer=True))
+                if priority
+                else preset.priority,
                 timeouts=timeouts,
             )
         )
@@ -285,7 +289,11 @@ def _toml_worker(index: int, table: Any, env: Mapping[str, str], timeouts: Timeo
         api_keys=keys,
         models=models,
         default_model=default_model,
-        priority=int(_number(f"{src}.priority", table.get("priority", default_priority), minimum=0, maximum=1_000_000, integer=True)),
+        priority=int(
+            _number(
+                f"{src}.priority", table.get("priority", default_priority), minimum=0, maximum=1_000_000, integer=True
+            )
+        ),
         timeouts=_timeouts(f"{src}.timeouts", worker_timeouts, timeouts),
         stream_usage=_bool(f"{src}.stream_usage", table.get("stream_usage", True)),
         extra_headers=dict(headers),

@@ -6,7 +6,7 @@ an upstream, so these endpoints answer instantly even when every upstream hangs.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from app.health import DEGRADED, HEALTHY, UNAVAILABLE, UNKNOWN, HealthSnapshot
@@ -16,7 +16,7 @@ from app.pool import Worker, WorkerPool
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _status(worker: Worker, snapshot: HealthSnapshot, now: float) -> tuple[str, float | None]:
@@ -28,7 +28,9 @@ def _status(worker: Worker, snapshot: HealthSnapshot, now: float) -> tuple[str, 
     return status, None
 
 
-def health_report(pool: WorkerPool, snapshot: HealthSnapshot, now: float, started_at: float) -> tuple[dict[str, Any], int]:
+def health_report(
+    pool: WorkerPool, snapshot: HealthSnapshot, now: float, started_at: float
+) -> tuple[dict[str, Any], int]:
     workers: dict[str, Any] = {}
     counts = {HEALTHY: 0, DEGRADED: 0, UNAVAILABLE: 0, UNKNOWN: 0}
     for worker in pool:

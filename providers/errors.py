@@ -24,11 +24,11 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping
-from datetime import timezone
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 
-class ErrorKind(str, enum.Enum):
+class ErrorKind(enum.StrEnum):
     CONNECT = "connect"
     TIMEOUT = "timeout"
     AUTH = "auth"
@@ -116,7 +116,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now)
 
 
@@ -156,7 +156,6 @@ def json_error_fields(body: bytes) -> tuple[str | None, str | None]:
     if isinstance(doc, dict) and isinstance(doc.get("message"), str):
         return doc["message"], None
     return None, None
-
 
 
 def malformed(message: str) -> UpstreamError:

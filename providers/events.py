@@ -8,7 +8,7 @@ and ends either normally or with a single `StreamFailure` as its last event.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from providers.errors import UpstreamError
@@ -56,4 +56,4 @@ class StreamFailure:
     error: UpstreamError
 
 
-Event = Union[TextDelta, Usage, Finish, StreamFailure]
+Event = TextDelta | Usage | Finish | StreamFailure

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import requests
 
-from providers.base import ChatParams, ProviderInfo, StreamParser, Timeouts, WireProtocol
+from providers.base import ChatParams, Endpoint, ProviderInfo, StreamParser, Timeouts, WireProtocol
 from providers.errors import UpstreamError
 from providers.events import Event, StreamFailure
 from providers.transport import Transport
@@ -101,4 +101,3 @@ class HttpAdapter:
             yield StreamFailure(scrub(error, key))
         finally:
             response.close()
-

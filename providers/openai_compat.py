@@ -131,7 +131,8 @@ def parse_error(status: int, headers: Mapping[str, str], body: bytes, now: float
     message, code = json_error_fields(body)
     if message is None:
         text = body.decode("utf-8", "replace").strip()
-        message = text if text and not text.startswith("<") else f"HTTP {status}"
+        # Plain-text bodies are passed on; HTML pages and JSON without a message are not.
+        message = text if text and text[0] not in "<{[" else f"HTTP {status}"
     retry_after = None
     retry_ms = header(headers, "retry-after-ms")
     if retry_ms is not None:
@@ -193,7 +194,9 @@ class ChunkParser:
             return []
         out: list[Event] = [self._usage] if self._usage is not None else []
         if not self._finished:
-            out.append(StreamFailure(UpstreamError(ErrorKind.INTERRUPTED, "the upstream stream ended before it was complete")))
+            out.append(
+                StreamFailure(UpstreamError(ErrorKind.INTERRUPTED, "the upstream stream ended before it was complete"))
+            )
         self._done = True
         return out
 

@@ -39,7 +39,18 @@ class SSEEvent:
 class SSEDecoder:
     """Feed bytes as they arrive; get the events completed by them."""
 
-    __slots__ = ("_decoder", "_buffer", "_skip_lf", "_data", "_event", "_last_id", "_retry", "_started", "_pending", "truncated")
+    __slots__ = (
+        "_decoder",
+        "_buffer",
+        "_skip_lf",
+        "_data",
+        "_event",
+        "_last_id",
+        "_retry",
+        "_started",
+        "_pending",
+        "truncated",
+    )
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

@@ -53,8 +53,8 @@ EXCEPTION_KINDS: tuple[tuple[type[BaseException], ErrorKind, str], ...] = (
     (rex.InvalidURL, ErrorKind.CONNECT, "the worker's URL is invalid"),
     (rex.URLRequired, ErrorKind.CONNECT, "the worker has no URL"),
     (rex.InvalidHeader, ErrorKind.CONNECT, "a request header is invalid (check the worker's key)"),
-    (rex.InvalidJSONError, ErrorKind.SERVER, "could not encode the request body"),
     (rex.JSONDecodeError, ErrorKind.MALFORMED_STREAM, "the upstream sent invalid JSON"),
+    (rex.InvalidJSONError, ErrorKind.SERVER, "could not encode the request body"),
     (rex.HTTPError, ErrorKind.SERVER, "the upstream answered with an HTTP error"),
     (rex.StreamConsumedError, ErrorKind.SERVER, "the upstream body was already read"),
     (rex.UnrewindableBodyError, ErrorKind.SERVER, "the request body could not be resent"),
@@ -71,10 +71,14 @@ def classify_exception(exc: BaseException, *, reading_body: bool) -> UpstreamErr
             and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError)
         ):
             return UpstreamError(ErrorKind.TIMEOUT, "the upstream went silent mid-stream")
-        if isinstance(exc, (rex.ConnectionError, urllib3.exceptions.ProtocolError, OSError)):
+        if type(exc) is rex.ConnectionError:
             return UpstreamError(ErrorKind.INTERRUPTED, "the upstream connection broke mid-response")
-        if isinstance(exc, urllib3.exceptions.DecodeError):
-            return UpstreamError(ErrorKind.MALFORMED_STREAM, "the upstream body could not be decoded")
+        # requests' own exceptions are OSErrors too, so raw errors are told apart first.
+        if not isinstance(exc, rex.RequestException):
+            if isinstance(exc, urllib3.exceptions.DecodeError):
+                return UpstreamError(ErrorKind.MALFORMED_STREAM, "the upstream body could not be decoded")
+            if isinstance(exc, (urllib3.exceptions.ProtocolError, OSError)):
+                return UpstreamError(ErrorKind.INTERRUPTED, "the upstream connection broke mid-response")
     for cls, kind, message in EXCEPTION_KINDS:
         if isinstance(exc, cls):
             return UpstreamError(kind, message)
@@ -98,9 +102,7 @@ class Transport:
     def session(self) -> requests.Session:
         if self._session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(
-                pool_connections=64, pool_maxsize=self._pool_size, max_retries=0, pool_block=False
-            )
+            adapter = HTTPAdapter(pool_connections=64, pool_maxsize=self._pool_size, max_retries=0, pool_block=False)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers["User-Agent"] = USER_AGENT
@@ -109,7 +111,9 @@ class Transport:
             self._session = session
         return self._session
 
-    def send(self, call: PreparedCall, *, connect_timeout: float, read_timeout: float, stream: bool) -> requests.Response:
+    def send(
+        self, call: PreparedCall, *, connect_timeout: float, read_timeout: float, stream: bool
+    ) -> requests.Response:
         try:
             return self.session.request(
                 call.method,

@@ -31,7 +31,9 @@ def streamed(dispatch: Dispatch, encoder: Encoder) -> Response:
         "X-Cortex-Model": dispatch.model,
         "X-Cortex-Attempts": str(dispatch.attempt_count),
     }
-    return Response(relay(dispatch, encoder), content_type=encoder.content_type, headers=headers, direct_passthrough=True)
+    return Response(
+        relay(dispatch, encoder), content_type=encoder.content_type, headers=headers, direct_passthrough=True
+    )
 
 
 @bp.get("/health")

@@ -39,7 +39,9 @@ def error_body(message: str, type_: str, code: str | None, param: str | None = N
     return json.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}}).encode()
 
 
-SERVER_ERROR = error_body("The server had an error while processing your request. Sorry about that!", "server_error", None)
+SERVER_ERROR = error_body(
+    "The server had an error while processing your request. Sorry about that!", "server_error", None
+)
 INVALID_KEY = error_body("Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
                          "invalid_request_error", "invalid_api_key")  # fmt: skip
 

@@ -82,7 +82,9 @@ def test_rate_limited_key_cools_down_and_the_next_key_of_the_same_worker_answers
 def test_upstream_400_is_the_clients_fault_and_is_not_retried_elsewhere(fake_openai, gateway):
     from tests.fakes.openai_server import error_body
 
-    picky = fake_openai(chat=Error(400, error_body("'messages' must not be empty of meaning", "invalid_request_error", None)))
+    picky = fake_openai(
+        chat=Error(400, error_body("'messages' must not be empty of meaning", "invalid_request_error", None))
+    )
     other = fake_openai()
     gw = gateway(worker_toml("picky", picky.base_url, priority=1) + worker_toml("other", other.base_url, priority=2))
 

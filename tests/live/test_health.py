@@ -20,7 +20,9 @@ def wait_for(gw, predicate, timeout: float = 10.0):  # type: ignore[no-untyped-d
 
 def test_health_goes_from_healthy_to_degraded_to_unhealthy_as_upstreams_die(fake_openai, gateway):
     one, two = fake_openai(), fake_openai()
-    gw = gateway(worker_toml("one", one.base_url) + worker_toml("two", two.base_url), env={"HEALTH_CHECK_INTERVAL": "0.2"})
+    gw = gateway(
+        worker_toml("one", one.base_url) + worker_toml("two", two.base_url), env={"HEALTH_CHECK_INTERVAL": "0.2"}
+    )
 
     healthy = wait_for(gw, lambda r: r.json()["summary"]["healthy"] == 2)
     assert healthy.status_code == 200

@@ -55,7 +55,8 @@ def test_client_disconnect_closes_the_upstream_connection(fake_openai, gateway):
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as client:
         client.sendall(
             b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + b"Content-Length: %d\r\n\r\n" % len(body) + body
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
         )
         received = b""
         while b"tok0" not in received:

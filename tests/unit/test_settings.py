@@ -1,0 +1,133 @@
+"""Configuration: environment first, TOML for many workers, and a ConfigError that names
+the variable or key for everything invalid."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.settings import ConfigError, load_from_environment, load_settings
+from providers.base import Timeouts
+
+
+def test_defaults_give_the_demo_provider_only():
+    settings = load_settings({})
+    assert [w.name for w in settings.workers] == ["demo"]
+    assert settings.demo_only and settings.routing_strategy == "priority"
+    assert settings.health_check_interval == 30 and settings.timeouts == Timeouts()
+
+
+def test_groq_preset_from_environment():
+    settings = load_settings({"GROQ_API_KEYS": " gsk_one , gsk_two ,", "GROQ_MODEL": "llama-3.3-70b-versatile"})
+    (groq,) = settings.workers
+    assert groq.name == "groq" and groq.preset == "groq" and groq.provider == "openai_compat"
+    assert groq.base_url == "https://api.groq.com/openai/v1"
+    assert groq.api_keys == ("gsk_one", "gsk_two")
+    assert groq.models == ("llama-3.3-70b-versatile",) and groq.default_model == "llama-3.3-70b-versatile"
+    assert "gsk_" not in repr(groq) and "gsk_" not in repr(settings)
+
+
+def test_openai_compat_urls_named_and_unnamed():
+    settings = load_settings({
+        "OPENAI_COMPAT_URLS": "http://127.0.0.1:8080/v1, vllm=http://gpu-box:8000/v1/",
+        "OPENAI_COMPAT_MODEL": "qwen2.5", "OPENAI_COMPAT_PRIORITY": "3",
+    })  # fmt: skip
+    assert [(w.name, w.base_url, w.priority, w.models) for w in settings.workers] == [
+        ("compat-1", "http://127.0.0.1:8080/v1", 3, ("qwen2.5",)),
+        ("vllm", "http://gpu-box:8000/v1", 3, ("qwen2.5",)),
+    ]
+
+
+TOML = """
+routing_strategy = "local_first"
+health_check_interval = 10
+[timeouts]
+first_token = 20
+[[workers]]
+name = "local"
+base_url = "http://127.0.0.1:11434/v1"
+models = ["llama3.2", "qwen2.5"]
+priority = 1
+[workers.timeouts]
+first_token = 120
+[[workers]]
+name = "groq-team"
+preset = "groq"
+api_keys_env = "TEAM_GROQ_KEYS"
+"""
+
+
+def test_toml_workers_with_presets_env_keys_and_timeouts():
+    settings = load_settings({"TEAM_GROQ_KEYS": "gsk_a,gsk_b", "HEALTH_CHECK_INTERVAL": "5"}, TOML)
+    assert settings.routing_strategy == "priority"
+    assert settings.health_check_interval == 5  # the environment wins over the file
+    local, team = settings.workers
+    assert local.default_model == "llama3.2" and local.priority == 1
+    assert local.timeouts == Timeouts(connect=5, first_token=120, idle=60, total=600)
+    assert team.base_url.startswith("https://api.groq.com") and team.api_keys == ("gsk_a", "gsk_b")
+    assert team.priority == 20 and team.models == ("llama-3.1-8b-instant",)
+    assert settings.timeouts.first_token == 20
+
+
+@pytest.mark.parametrize(
+    ("env", "toml", "names"),
+    [
+        ({"ROUTING_STRATEGY": "fastest"}, None, "ROUTING_STRATEGY"),
+        ({"HEALTH_CHECK_INTERVAL": "often"}, None, "HEALTH_CHECK_INTERVAL"),
+        ({"HEALTH_CHECK_INTERVAL": "-1"}, None, "HEALTH_CHECK_INTERVAL"),
+        ({"FIRST_TOKEN_TIMEOUT": "0"}, None, "FIRST_TOKEN_TIMEOUT"),
+        ({"REQUEST_TIMEOUT": "inf"}, None, "REQUEST_TIMEOUT"),
+        ({"DEMO_PROVIDER": "maybe"}, None, "DEMO_PROVIDER"),
+        ({"LOG_LEVEL": "loud"}, None, "LOG_LEVEL"),
+        ({"OPENAI_COMPAT_URLS": "localhost:8080"}, None, "OPENAI_COMPAT_URLS"),
+        ({"OPENAI_COMPAT_URLS": "ftp://x/v1"}, None, "OPENAI_COMPAT_URLS"),
+        ({"OPENAI_COMPAT_URLS": "http://user:pw@x/v1"}, None, "OPENAI_COMPAT_URLS"),
+        ({"OPENAI_COMPAT_URLS": "http://x:99999/v1"}, None, "OPENAI_COMPAT_URLS"),
+        ({"OPENAI_COMPAT_URLS": "bad name=http://x/v1"}, None, "OPENAI_COMPAT_URLS"),
+        ({"OPENAI_COMPAT_URLS": "a=http://x/v1,a=http://y/v1"}, None, "'a' is used twice"),
+        ({"GROQ_API_KEYS": "k1,k1"}, None, "GROQ_API_KEYS"),
+        ({"GROQ_API_KEYS": "gsk_a", "GROQ_PRIORITY": "high"}, None, "GROQ_PRIORITY"),
+        ({}, "not toml [", "CORTEX_CONFIG"),
+        ({}, "colour = 'red'", "CORTEX_CONFIG: unknown key 'colour'"),
+        ({}, "workers = 3", "CORTEX_CONFIG workers"),
+        ({}, "[[workers]]\nbase_url = 'http://x'", "workers[0].name"),
+        ({}, "[[workers]]\nname = 'w'", "workers[0] (w).base_url"),
+        ({}, "[[workers]]\nname = 'w'\nprovider = 'bard'", "workers[0] (w).provider"),
+        ({}, "[[workers]]\nname = 'w'\npreset = 'nope'", "workers[0] (w).preset"),
+        ({}, "[[workers]]\nname = 'w'\nbase_url = 'http://x'\nprioirty = 1", "unknown key 'prioirty'"),
+        ({}, "[[workers]]\nname = 'w'\nbase_url = 'http://x'\npriority = 1.5", "workers[0] (w).priority"),
+        ({}, "[[workers]]\nname = 'w'\nbase_url = 'http://x'\npriority = true", "workers[0] (w).priority"),
+        ({}, "[[workers]]\nname = 'w'\nbase_url = 'http://x'\napi_keys = 'a b'", "workers[0] (w).api_keys"),
+        ({}, "[[workers]]\nname = 'w'\nbase_url = 'http://x'\napi_keys_env = 'MISSING'", "api_keys_env"),
+        (
+            {},
+            "[[workers]]\nname = 'w'\nbase_url = 'http://x'\n[workers.timeouts]\nidle = -3",
+            "workers[0] (w).timeouts.idle",
+        ),
+        ({}, "[[workers]]\nname = 'w'\nbase_url = 'http://x'\n[workers.timeouts]\nread = 3", "unknown key 'read'"),
+        ({}, "[timeouts]\nconnect = 'fast'", "CORTEX_CONFIG timeouts.connect"),
+    ],
+)
+def test_invalid_configuration_names_its_source(env, toml, names):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env, toml)
+    assert names in str(info.value)
+
+
+def test_keys_never_appear_in_config_errors():
+    with pytest.raises(ConfigError) as info:
+        load_settings({"GROQ_API_KEYS": "gsk_secret_value,gsk_secret_value"})
+    assert "gsk_secret" not in str(info.value)
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="CORTEX_CONFIG: cannot read"):
+        load_from_environment({"CORTEX_CONFIG": str(tmp_path / "absent.toml")})
+    path = tmp_path / "cortex.toml"
+    path.write_text("[[workers]]\nname = 'w'\nbase_url = 'http://127.0.0.1:1/v1'\n")
+    assert [w.name for w in load_from_environment({"CORTEX_CONFIG": str(path)}).workers] == ["w"]
+
+
+def test_demo_can_be_forced_on_or_off():
+    assert [w.name for w in load_settings({"DEMO_PROVIDER": "off"}).workers] == []
+    env = {"OPENAI_COMPAT_URLS": "http://x/v1", "DEMO_PROVIDER": "on"}
+    assert [w.name for w in load_settings(env).workers] == ["compat-1", "demo"]
