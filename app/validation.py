@@ -63,6 +63,10 @@ def _optional_name(body: dict[str, Any], field: str) -> str | None:
         raise ValidationError(field, "must be a non-empty string")
     if len(value) > MAX_NAME_CHARS:
         raise ValidationError(field, f"must be at most {MAX_NAME_CHARS} characters")
+    # Model and worker names are printable ASCII everywhere we know of; anything else would
+    # end up in response headers and log lines, where control characters must never go.
+    if not all(" " <= ch <= "~" for ch in value):
+        raise ValidationError(field, "must contain printable ASCII characters only")
     return value.strip()
 
 

@@ -48,6 +48,10 @@ BAD_BODIES = [
     ({"messages": GOOD, "model": 7}, "model"),
     ({"messages": GOOD, "model": ""}, "model"),
     ({"messages": GOOD, "provider": ["demo"]}, "provider"),
+    ({"messages": GOOD, "provider": "demo", "model": "a\r\nX-Injected: 1"}, "model"),
+    ({"messages": GOOD, "provider": "demo", "model": "\u6a21\u578b"}, "model"),
+    ({"messages": GOOD, "provider": "de\u0000mo"}, "provider"),
+    ({"messages": GOOD, "model": "m" * 257}, "model"),
 ]
 
 

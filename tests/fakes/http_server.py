@@ -41,6 +41,8 @@ class Exchange:
     request: Request
     closed_by_peer: threading.Event = field(default_factory=threading.Event)
     keep_alive: bool = True
+    #: Write `chunk()` data as is, without chunked framing (for close-delimited bodies).
+    raw_body: bool = False
 
     def send(self, data: bytes) -> None:
         if self.peer_closed():
@@ -70,10 +72,11 @@ class Exchange:
     def chunk(self, data: bytes) -> None:
         """One HTTP/1.1 chunk (RFC 9112 section 7.1)."""
         if data:
-            self.send(b"%x\r\n%s\r\n" % (len(data), data))
+            self.send(data if self.raw_body else b"%x\r\n%s\r\n" % (len(data), data))
 
     def end_chunks(self) -> None:
-        self.send(b"0\r\n\r\n")
+        if not self.raw_body:
+            self.send(b"0\r\n\r\n")
 
     def respond(self, status: int, body: bytes, content_type: str = "application/json",
                 extra_headers: list[tuple[str, str]] | None = None) -> None:  # fmt: skip

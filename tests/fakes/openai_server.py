@@ -89,6 +89,9 @@ class Stream:
     gate: threading.Event | None = None
     cut_after: int | None = None
     finish_reason: str = "stop"
+    #: "chunked" (what OpenAI and most servers send) or "close": no Transfer-Encoding and no
+    #: Content-Length, the body ends when the server closes (HTTP/1.0-style servers do this).
+    framing: str = "chunked"
 
     def __call__(self, ex: Exchange, fake: FakeOpenAI) -> None:
         body = ex.request.json()
@@ -96,7 +99,12 @@ class Stream:
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
         record = StreamRecord(ex, planned=len(self.chunks))
         fake.streams.append(record)
-        ex.start(200, SSE_HEADERS)
+        if self.framing == "close":
+            ex.raw_body = True
+            ex.keep_alive = False
+            ex.start(200, [SSE_HEADERS[0], ("Connection", "close"), SSE_HEADERS[3]])
+        else:
+            ex.start(200, SSE_HEADERS)
         ex.chunk(_chunk(model, {"role": "assistant", "content": ""}, None, usage))
         for index, text in enumerate(self.chunks):
             if self.cut_after is not None and index == self.cut_after:

@@ -3,18 +3,22 @@ failure markers, and what a client disconnect does to the upstream connection.""
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 
+import pytest
 import requests
 
 from tests.fakes.openai_server import Stream
 from tests.live.helpers import CHAT, worker_toml
 
 
-def test_first_chunk_reaches_client_before_upstream_sends_the_rest(fake_openai, gateway):
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_first_chunk_reaches_client_before_upstream_sends_the_rest(fake_openai, gateway, framing):
+    """Also for a close-delimited upstream body, which requests' iter_content would buffer to EOF."""
     gate = threading.Event()
-    upstream = fake_openai(chat=Stream(chunks=["first ", "second ", "third"], gate=gate))
+    upstream = fake_openai(chat=Stream(chunks=["first ", "second ", "third"], gate=gate, framing=framing))
     gw = gateway(worker_toml("up", upstream.base_url))
 
     with requests.post(gw.url + "/api/chat", json=CHAT, stream=True, timeout=10) as response:
@@ -70,3 +74,19 @@ def test_client_disconnect_closes_the_upstream_connection(fake_openai, gateway):
     assert record.closed_by_peer.wait(timeout=15), "the gateway kept the upstream connection open"
     assert record.sent < record.planned
     assert not record.finished
+
+
+def test_sigterm_lets_an_in_flight_stream_finish(fake_openai, gateway):
+    gate = threading.Event()
+    upstream = fake_openai(chat=Stream(chunks=[f"t{i} " for i in range(20)], gate=gate, delay=0.02))
+    gw = gateway(worker_toml("up", upstream.base_url))
+
+    with requests.post(gw.url + "/api/chat", json=CHAT, stream=True, timeout=10) as response:
+        pieces = response.iter_content(chunk_size=None)
+        first = next(pieces)
+        gw.process.send_signal(signal.SIGTERM)  # graceful shutdown begins mid-stream
+        gate.set()
+        rest = b"".join(pieces)
+    assert first + rest == "".join(f"t{i} " for i in range(20)).encode()
+    assert gw.process.wait(timeout=15) == 0
+    assert "[cortex-error]" not in rest.decode()
