@@ -25,7 +25,6 @@ dev-venv: $(VENV)/.dev
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
 	$(BIN)/pip install --quiet -r requirements.txt

@@ -103,9 +103,8 @@ class HealthMonitor:
 
     def _probe(self, worker: Worker) -> WorkerHealth:
         now = self.clock()
-        candidates = worker.keys.candidates(now)
-        key = worker.keys.key(candidates[0]) if candidates else None
-        if worker.keys and not candidates:
+        key = worker.keys.first_usable(now)
+        if not worker.keys.keyless and key is None:
             return WorkerHealth(UNAVAILABLE, now, None, "every API key is cooling down or disabled")
         started = time.monotonic()
         try:

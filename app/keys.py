@@ -52,6 +52,10 @@ class KeyRing:
         order = [(start + i) % count for i in range(count)]
         return [i for i in order if self._states[i].usable(now)]
 
+    def first_usable(self, now: float) -> str | None:
+        """A usable key without moving the rotation (for health probes); None if keyless or none."""
+        return next((s.key for s in self._states if s.usable(now)), None)
+
     def record_attempt(self, index: int | None, now: float) -> None:
         if index is not None:
             state = self._states[index]

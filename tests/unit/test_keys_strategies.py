@@ -63,3 +63,11 @@ def test_strategy_names_and_aliases():
     assert canonical_strategy("local_first") == "priority" and canonical_strategy(" Priority_First ") == "priority"
     assert canonical_strategy("bogus") is None
     assert make_strategy("priority").name == "priority"
+
+
+def test_health_probes_peek_without_moving_the_rotation():
+    ring = KeyRing(("a", "b"))
+    ring.cool_down(0, now=0, seconds=10)
+    assert ring.first_usable(5) == "b" and ring.first_usable(11) == "a"
+    assert ring.candidates(11) == [0, 1]  # the rotation did not move
+    assert KeyRing(()).first_usable(0) is None
