@@ -17,7 +17,6 @@ import gevent
 from providers.errors import ErrorKind, UpstreamError
 
 T = TypeVar("T")
-_END = object()
 
 
 @contextmanager
@@ -36,16 +35,8 @@ def deadline(seconds: float, message: str) -> Iterator[None]:
 
 def next_within(iterator: Iterator[T], seconds: float, message: str) -> T | object:
     """next(iterator) bounded in time; returns `END` when the iterator is exhausted."""
-    timer = gevent.Timeout(seconds)
-    timer.start()
-    try:
-        return next(iterator, _END)
-    except gevent.Timeout as fired:
-        if fired is not timer:
-            raise
-        raise UpstreamError(ErrorKind.TIMEOUT, message) from None
-    finally:
-        timer.close()
+    with deadline(seconds, message):
+        return next(iterator, END)
 
 
-END = _END
+END = object()

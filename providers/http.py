@@ -66,7 +66,7 @@ class HttpAdapter:
         except BaseException:
             response.close()
             raise
-        return self._events(response, self.protocol.new_parser(), key)
+        return ResponseEvents(response, self.protocol.new_parser(), key)
 
     def list_models(self, key: str | None, timeout: float) -> tuple[str, ...]:
         call = self.protocol.build_models(self.endpoint, key)
@@ -86,8 +86,29 @@ class HttpAdapter:
         error = self.protocol.parse_error(response.status_code, response.headers, body, time.time())
         return scrub(error, key)
 
+
+class ResponseEvents:
+    """The events of one streamed response. `close()` closes the response whether or not
+    iteration has started (closing an unstarted generator would skip its `finally`)."""
+
+    __slots__ = ("_response", "_events")
+
+    def __init__(self, response: requests.Response, parser: StreamParser, key: str | None) -> None:
+        self._response = response
+        self._events = self._generate(response, parser, key)
+
+    def __iter__(self) -> ResponseEvents:
+        return self
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def close(self) -> None:
+        self._events.close()
+        self._response.close()
+
     @staticmethod
-    def _events(response: requests.Response, parser: StreamParser, key: str | None) -> Iterator[Event]:
+    def _generate(response: requests.Response, parser: StreamParser, key: str | None) -> Iterator[Event]:
         try:
             for chunk in Transport.iter_body(response):
                 for event in parser.feed(chunk):
