@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from app.deadlines import END, deadline, next_within
 from app.errors import NotFound, NoWorkersAvailable, UpstreamRejected
@@ -31,6 +32,7 @@ from providers.errors import ErrorKind, UpstreamError
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
 
 log = logging.getLogger("cortex.dispatch")
+R = TypeVar("R")
 
 #: Retry-After sent with a 503 when no key's return time is known.
 DEFAULT_RETRY_AFTER = 5.0
@@ -206,7 +208,7 @@ class Dispatcher:
 
     # --- attempts --------------------------------------------------------------------------
 
-    def _run(self, req: ChatRequest, attempt: Callable[..., Dispatch | Completion]):  # type: ignore[no-untyped-def]
+    def _run(self, req: ChatRequest, attempt: Callable[..., R]) -> R:
         started = time.monotonic()
         budget_end = started + self.settings.timeouts.total
         attempts: list[AttemptRecord] = []
@@ -273,12 +275,19 @@ class Dispatcher:
     def _open_attempt(self, worker: Worker, model: str, key_index: int | None, req: ChatRequest,
                       attempts: list[AttemptRecord], started: float, budget_end: float) -> Dispatch:  # fmt: skip
         timeouts = worker.spec.timeouts
-        wait = min(timeouts.first_token, budget_end - time.monotonic())
+        remaining = budget_end - time.monotonic()
+        if remaining < timeouts.first_token:
+            wait, message = remaining, "the request's time budget (REQUEST_TIMEOUT) ran out before the first token"
+        else:
+            wait, message = (
+                timeouts.first_token,
+                f"no first token within {timeouts.first_token:g}s (FIRST_TOKEN_TIMEOUT)",
+            )
         worker.keys.record_attempt(key_index, self.clock())
         worker.in_flight += 1
         stream: Iterator[Event] | None = None
         try:
-            with deadline(wait, f"no first token within {wait:g}s (FIRST_TOKEN_TIMEOUT)"):
+            with deadline(wait, message):
                 stream = worker.adapter.stream_chat(req.params(model), worker.keys.key(key_index), timeouts)
                 first = _until_content(stream)
         except BaseException:

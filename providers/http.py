@@ -9,7 +9,7 @@ response is closed however the stream ends: completed, failed, or abandoned by t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import requests
 
@@ -108,7 +108,7 @@ class ResponseEvents:
         self._response.close()
 
     @staticmethod
-    def _generate(response: requests.Response, parser: StreamParser, key: str | None) -> Iterator[Event]:
+    def _generate(response: requests.Response, parser: StreamParser, key: str | None) -> Generator[Event, None, None]:
         try:
             for chunk in Transport.iter_body(response):
                 for event in parser.feed(chunk):
