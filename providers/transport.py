@@ -24,6 +24,7 @@ spurious empty line when a CRLF straddles two reads.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from http.cookiejar import DefaultCookiePolicy
 
 import requests
 import urllib3.exceptions
@@ -106,6 +107,9 @@ class Transport:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers["User-Agent"] = USER_AGENT
+            # A relay keeps no state between requests: cookies an upstream sets (load
+            # balancer or bot-protection cookies) are not stored and never sent back.
+            session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
             # Proxies from the environment are honoured, but .netrc credentials are not.
             session.trust_env = True
             self._session = session

@@ -77,3 +77,13 @@ def test_closing_an_unstarted_stream_closes_the_response():
     response = _Response()
     ResponseEvents(response, openai_compat.ChunkParser(), None).close()  # type: ignore[arg-type]
     assert response.closed
+
+
+def test_upstream_cookies_are_never_stored_or_sent_back(fake_openai, adapter_for):
+    upstream = fake_openai()
+    upstream.queue(Error(500, headers=[("Set-Cookie", "__cf_bm=sticky; Path=/; HttpOnly")]))
+    adapter = adapter_for(upstream.base_url)
+    with pytest.raises(UpstreamError):
+        adapter.stream_chat(PARAMS, None, TIMEOUTS)
+    list(adapter.stream_chat(PARAMS, None, TIMEOUTS))
+    assert [r.headers.get("cookie") for r in upstream.chat_requests] == [None, None]
