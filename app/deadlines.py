@@ -9,7 +9,7 @@ returns to the caller, so a timeout never fires while the WSGI server writes to 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 from typing import TypeVar
 
 import gevent
@@ -19,18 +19,29 @@ from providers.errors import ErrorKind, UpstreamError
 T = TypeVar("T")
 
 
-@contextmanager
-def deadline(seconds: float, message: str) -> Iterator[None]:
-    timer = gevent.Timeout(seconds)
-    timer.start()
-    try:
-        yield
-    except gevent.Timeout as fired:
-        if fired is not timer:
-            raise
-        raise UpstreamError(ErrorKind.TIMEOUT, message) from None
-    finally:
-        timer.close()
+class deadline:  # noqa: N801 - used like a function: `with deadline(5, "why"):`
+    """Raise UpstreamError(TIMEOUT, message) if the block is still running after `seconds`.
+
+    A class rather than a generator-based context manager: it runs once per streamed event,
+    and this form costs a third as much.
+    """
+
+    __slots__ = ("_timer", "_message")
+
+    def __init__(self, seconds: float, message: str) -> None:
+        self._timer = gevent.Timeout(seconds)
+        self._message = message
+
+    def __enter__(self) -> None:
+        self._timer.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        self._timer.close()
+        if exc is not None and exc is self._timer:
+            raise UpstreamError(ErrorKind.TIMEOUT, self._message) from None
+        return False
 
 
 def next_within(iterator: Iterator[T], seconds: float, message: str) -> T | object:

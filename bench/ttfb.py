@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--gateway", required=True, help="Cortex base URL")
     parser.add_argument("--upstream", required=True, help="the OpenAI-compatible base URL Cortex forwards to")
     parser.add_argument("--model", default="bench-model")
+    parser.add_argument("--label", default="cortex", help="name of the gateway in the table")
     parser.add_argument("-n", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
     args = parser.parse_args()
@@ -60,7 +61,7 @@ def main() -> None:
     gateway_body = json.dumps({"model": args.model, "messages": messages}).encode()
     rows = {
         "direct": measure(args.upstream, "/chat/completions", direct_body, args.n, args.warmup),
-        "cortex": measure(args.gateway, "/api/chat", gateway_body, args.n, args.warmup),
+        args.label: measure(args.gateway, "/api/chat", gateway_body, args.n, args.warmup),
     }
     print(f"{args.n} sequential streams each, after {args.warmup} warm-up; milliseconds")
     print(f"{'target':8} {'ttfb p50':>9} {'p90':>7} {'p99':>7} {'total p50':>10} {'p90':>7} {'p99':>7}")
@@ -68,7 +69,7 @@ def main() -> None:
         print(f"{name:8} {pct(ttfb, 50):9.2f} {pct(ttfb, 90):7.2f} {pct(ttfb, 99):7.2f} "
               f"{pct(total, 50):10.2f} {pct(total, 90):7.2f} {pct(total, 99):7.2f}")  # fmt: skip
     d_ttfb, d_total = rows["direct"]
-    c_ttfb, c_total = rows["cortex"]
+    c_ttfb, c_total = rows[args.label]
     print(f"overhead: ttfb p50 +{statistics.median(c_ttfb) - statistics.median(d_ttfb):.2f} ms, "
           f"total p50 +{statistics.median(c_total) - statistics.median(d_total):.2f} ms")  # fmt: skip
 

@@ -77,18 +77,26 @@ class SSEDecoder:
             if text.startswith("\n"):
                 text = text[1:]
         buffer = self._buffer + text if self._buffer else text
+        if "\r" in buffer:
+            lines = _LINE_END.split(buffer)
+            # A CR at the very end may be the first half of a CRLF split across reads.
+            self._skip_lf = buffer.endswith("\r")
+        else:
+            lines = buffer.split("\n")
+        self._buffer = lines.pop()  # the unterminated rest ("" when the text ended a line)
         events: list[SSEEvent] = []
-        start = 0
-        for match in _LINE_END.finditer(buffer):
-            end = match.start()
-            # A lone CR at the very end may be the first half of a CRLF split across reads.
-            if match.group() == "\r" and match.end() == len(buffer):
-                self._skip_lf = True
-            event = self._line(buffer[start:end])
-            if event is not None:
-                events.append(event)
-            start = match.end()
-        self._buffer = buffer[start:]
+        data = self._data
+        for line in lines:
+            if not line:
+                event = self._dispatch()
+                if event is not None:
+                    events.append(event)
+                    data = self._data
+            elif line.startswith("data:"):  # the hot path: one data line per event
+                data.append(line[6:] if line.startswith(" ", 5) else line[5:])
+                self._pending = True
+            else:
+                self._line(line)
         return events
 
     def finish(self) -> list[SSEEvent]:

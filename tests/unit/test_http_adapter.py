@@ -87,3 +87,10 @@ def test_upstream_cookies_are_never_stored_or_sent_back(fake_openai, adapter_for
         adapter.stream_chat(PARAMS, None, TIMEOUTS)
     list(adapter.stream_chat(PARAMS, None, TIMEOUTS))
     assert [r.headers.get("cookie") for r in upstream.chat_requests] == [None, None]
+
+
+def test_environment_proxies_are_honoured_only_when_set():
+    assert Transport(environ={}).session.trust_env is False
+    with_ca = Transport(environ={"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}).session
+    assert with_ca.verify == "/etc/ssl/certs/ca-certificates.crt"
+    assert Transport(environ={"HTTPS_PROXY": "http://proxy:3128"}).session.trust_env is True
