@@ -294,6 +294,7 @@ class Dispatcher:
             close_quietly(stream)
             worker.in_flight -= 1
             raise
+        assert stream is not None  # opened inside the try, or we raised
         worker.keys.record_success(key_index)
         return Dispatch(worker, model, first, stream, list(attempts), started, budget_end)
 
