@@ -37,11 +37,10 @@ class deadline:  # noqa: N801 - used like a function: `with deadline(5, "why"):`
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
+    ) -> None:
         self._timer.close()
         if exc is not None and exc is self._timer:
             raise UpstreamError(ErrorKind.TIMEOUT, self._message) from None
-        return False
 
 
 def next_within(iterator: Iterator[T], seconds: float, message: str) -> T | object:
