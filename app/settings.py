@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from app.strategies import ALIASES, STRATEGIES, canonical_strategy
 from providers.base import Timeouts
 from providers.demo import DEMO_MODEL
-from providers.openai_compat import PRESETS
+from providers.openai_compat import PRESETS, Preset
 
 PROVIDER_TYPES = ("openai_compat", "demo")
 DEMO_PRIORITY = 1000
@@ -137,6 +137,10 @@ def _names(source: str, raw: Any) -> tuple[str, ...]:
     return tuple(m.strip() for m in items if m.strip())
 
 
+def _priority(source: str, raw: Any) -> int:
+    return int(_number(source, raw, minimum=0, maximum=1_000_000, integer=True))
+
+
 def _worker_name(source: str, raw: Any) -> str:
     if not isinstance(raw, str) or not raw or len(raw) > 64 or not all(c.isalnum() or c in "-_." for c in raw):
         raise ConfigError(f"{source}: worker names are 1-64 letters, digits, '-', '_' or '.', got {raw!r}")
@@ -179,9 +183,7 @@ def _preset_workers(env: Mapping[str, str], timeouts: Timeouts) -> list[WorkerSp
                 api_keys=_keys(f"{prefix}_API_KEYS", raw_keys),
                 models=(model,),
                 default_model=model,
-                priority=int(_number(f"{prefix}_PRIORITY", priority, minimum=0, maximum=1_000_000, integer=True))
-                if priority
-                else preset.priority,
+                priority=_priority(f"{prefix}_PRIORITY", priority) if priority else preset.priority,
                 timeouts=timeouts,
             )
         )
@@ -197,11 +199,7 @@ def _compat_workers(env: Mapping[str, str], timeouts: Timeouts) -> list[WorkerSp
     keys = _keys("OPENAI_COMPAT_API_KEYS", env.get("OPENAI_COMPAT_API_KEYS", ""))
     model = env.get("OPENAI_COMPAT_MODEL", "").strip() or None
     priority_raw = env.get("OPENAI_COMPAT_PRIORITY")
-    priority = (
-        int(_number("OPENAI_COMPAT_PRIORITY", priority_raw, minimum=0, maximum=1_000_000, integer=True))
-        if priority_raw
-        else COMPAT_PRIORITY
-    )
+    priority = _priority("OPENAI_COMPAT_PRIORITY", priority_raw) if priority_raw else COMPAT_PRIORITY
     workers = []
     for index, entry in enumerate(entries, start=1):
         name, sep, url = entry.partition("=")
@@ -230,71 +228,76 @@ _WORKER_KEYS = {
 }  # fmt: skip
 
 
-def _toml_worker(index: int, table: Any, env: Mapping[str, str], timeouts: Timeouts) -> WorkerSpec:
-    src = f"CORTEX_CONFIG workers[{index}]"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{src}: expected a table")
-    _reject_unknown(src, table, _WORKER_KEYS)
-    name = _worker_name(f"{src}.name", table.get("name"))
+def _toml_keys(src: str, table: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, ...]:
+    if "api_keys" in table and "api_keys_env" in table:
+        raise ConfigError(f"{src}: give api_keys or api_keys_env, not both")
+    if "api_keys" in table:
+        return _keys(f"{src}.api_keys", table["api_keys"])
+    if "api_keys_env" in table:
+        var = table["api_keys_env"]
+        if not isinstance(var, str) or var not in env:
+            raise ConfigError(f"{src}.api_keys_env: environment variable {var!r} is not set")
+        return _keys(var, env[var])
+    return ()
+
+
+def _toml_models(
+    src: str, table: Mapping[str, Any], provider: str, preset: Preset | None
+) -> tuple[tuple[str, ...], str | None]:
+    """(models, default model): the demo serves its own; a preset brings its default model."""
+    models = _names(f"{src}.models", table.get("models", []))
+    default_model = table.get("default_model")
+    if default_model is not None and not (isinstance(default_model, str) and default_model.strip()):
+        raise ConfigError(f"{src}.default_model: expected a model name")
+    if provider == "demo":
+        return models or (DEMO_MODEL,), default_model or DEMO_MODEL
+    if default_model is None:
+        default_model = models[0] if models else (preset.default_model if preset else None)
+    if preset and not models and default_model:
+        models = (default_model,)
+    return models, default_model
+
+
+def _toml_table(source: str, raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a table")
+    return raw
+
+
+def _toml_worker(index: int, raw: Any, env: Mapping[str, str], timeouts: Timeouts) -> WorkerSpec:
+    table = _toml_table(f"CORTEX_CONFIG workers[{index}]", raw)
+    _reject_unknown(f"CORTEX_CONFIG workers[{index}]", table, _WORKER_KEYS)
+    name = _worker_name(f"CORTEX_CONFIG workers[{index}].name", table.get("name"))
     src = f"CORTEX_CONFIG workers[{index}] ({name})"
     provider = table.get("provider", "openai_compat")
     if provider not in PROVIDER_TYPES:
         raise ConfigError(f"{src}.provider: unknown provider {provider!r} (known: {', '.join(PROVIDER_TYPES)})")
-    preset_name = table.get("preset")
     preset = None
-    if preset_name is not None:
-        preset = PRESETS.get(preset_name) if isinstance(preset_name, str) else None
+    if "preset" in table:
+        preset = PRESETS.get(table["preset"]) if isinstance(table["preset"], str) else None
         if preset is None or provider != "openai_compat":
-            raise ConfigError(f"{src}.preset: unknown preset {preset_name!r} (known: {', '.join(PRESETS)})")
+            raise ConfigError(f"{src}.preset: unknown preset {table['preset']!r} (known: {', '.join(PRESETS)})")
     base_url = ""
     if provider != "demo":
         raw_url = table.get("base_url", preset.base_url if preset else None)
         if raw_url is None:
             raise ConfigError(f"{src}.base_url: required for provider {provider!r}")
         base_url = _url(f"{src}.base_url", raw_url)
-    if "api_keys" in table and "api_keys_env" in table:
-        raise ConfigError(f"{src}: give api_keys or api_keys_env, not both")
-    keys: tuple[str, ...] = ()
-    if "api_keys" in table:
-        keys = _keys(f"{src}.api_keys", table["api_keys"])
-    elif "api_keys_env" in table:
-        var = table["api_keys_env"]
-        if not isinstance(var, str) or var not in env:
-            raise ConfigError(f"{src}.api_keys_env: environment variable {var!r} is not set")
-        keys = _keys(var, env[var])
-    models = _names(f"{src}.models", table.get("models", []))
-    default_model = table.get("default_model")
-    if default_model is not None and not (isinstance(default_model, str) and default_model.strip()):
-        raise ConfigError(f"{src}.default_model: expected a model name")
-    if default_model is None:
-        default_model = models[0] if models else (preset.default_model if preset else None)
-        if provider == "demo":
-            default_model = DEMO_MODEL
-    if provider == "demo":
-        models = models or (DEMO_MODEL,)
-    elif preset and not models and default_model:
-        models = (default_model,)
+    models, default_model = _toml_models(src, table, provider, preset)
     default_priority = preset.priority if preset else (DEMO_PRIORITY if provider == "demo" else COMPAT_PRIORITY)
-    headers = table.get("headers", {})
-    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+    headers = _toml_table(f"{src}.headers", table.get("headers", {}))
+    if not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{src}.headers: expected a table of string values")
-    worker_timeouts = table.get("timeouts", {})
-    if not isinstance(worker_timeouts, dict):
-        raise ConfigError(f"{src}.timeouts: expected a table")
     return WorkerSpec(
         name=name,
         provider=provider,
         preset=preset.name if preset else None,
         base_url=base_url,
-        api_keys=keys,
+        api_keys=_toml_keys(src, table, env),
         models=models,
         default_model=default_model,
-        priority=int(
-            _number(
-                f"{src}.priority", table.get("priority", default_priority), minimum=0, maximum=1_000_000, integer=True
-            )
-        ),
-        timeouts=_timeouts(f"{src}.timeouts", worker_timeouts, timeouts),
+        priority=_priority(f"{src}.priority", table.get("priority", default_priority)),
+        timeouts=_timeouts(f"{src}.timeouts", _toml_table(f"{src}.timeouts", table.get("timeouts", {})), timeouts),
         stream_usage=_bool(f"{src}.stream_usage", table.get("stream_usage", True)),
         extra_headers=dict(headers),
     )
@@ -307,7 +310,7 @@ _TOP_KEYS = {
     "demo_provider", "demo_delay_ms", "key_cooldown", "max_body_bytes", "upstream_pool_size", "log_level", "timeouts", "workers",
 }  # fmt: skip
 
-#: (environment variable, TOML key, reader) for every top-level scalar.
+#: (environment variable, TOML key) of every top-level scalar.
 _SCALARS: tuple[tuple[str, str], ...] = (
     ("ROUTING_STRATEGY", "routing_strategy"),
     ("HEALTH_CHECK_INTERVAL", "health_check_interval"),
@@ -351,9 +354,7 @@ def _scalars(env: Mapping[str, str], doc: Mapping[str, Any]) -> dict[str, tuple[
 
 
 def _global_timeouts(env: Mapping[str, str], doc: Mapping[str, Any]) -> Timeouts:
-    table = doc.get("timeouts", {})
-    if not isinstance(table, dict):
-        raise ConfigError("CORTEX_CONFIG timeouts: expected a table")
+    table = _toml_table("CORTEX_CONFIG timeouts", doc.get("timeouts", {}))
     timeouts = _timeouts("CORTEX_CONFIG timeouts", table, Timeouts())
     for var, key in _TIMEOUT_ENV:
         if env.get(var, "").strip():

@@ -20,12 +20,14 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _status(worker: Worker, snapshot: HealthSnapshot, now: float) -> tuple[str, float | None]:
-    """The worker's status, with 'unavailable' also when every key is resting; and when it returns."""
-    status = snapshot.of(worker.name).status
+    """The worker's status, also 'unavailable' while every key rests; and when a key returns
+    (None when one is usable now, inf when all are disabled)."""
     back = worker.keys.available_at(now)
-    if back is not None:
-        return UNAVAILABLE, back
-    return status, None
+    return (UNAVAILABLE, back) if back is not None else (snapshot.of(worker.name).status, None)
+
+
+def _returns_at(back: float | None) -> str | None:
+    return _iso(back) if back is not None and back != float("inf") else None
 
 
 def health_report(
@@ -37,18 +39,21 @@ def health_report(
         health = snapshot.of(worker.name)
         status, back = _status(worker, snapshot, now)
         counts[status] += 1
+        error: str | None = None
+        if back is not None:
+            error = "every API key is cooling down or disabled"
+        elif status == UNAVAILABLE:
+            error = health.error
         workers[worker.name] = {
             "status": status,
             "type": worker.type,
             "priority": worker.priority,
             "last_check": _iso(health.checked_at),
             "latency_ms": None if health.latency is None else round(health.latency * 1000, 1),
-            "error": health.error if status == UNAVAILABLE and back is None else None,
-            "available_at": _iso(back) if back not in (None, float("inf")) else None,
+            "error": error,
+            "available_at": _returns_at(back),
             "in_flight": worker.in_flight,
         }
-        if back is not None:
-            workers[worker.name]["error"] = "every API key is cooling down or disabled"
     total = len(pool)
     available = total - counts[UNAVAILABLE]
     if total == 0:
@@ -93,7 +98,7 @@ def providers_report(pool: WorkerPool, snapshot: HealthSnapshot, now: float, str
                 "default_model": worker.resolve_model(None, snapshot.of(worker.name).models),
                 "capabilities": list(info.capabilities),
                 "keys": len(worker.keys),
-                "available_at": _iso(back) if back not in (None, float("inf")) else None,
+                "available_at": _returns_at(back),
                 "demo": info.is_demo,
                 "description": info.description,
             }

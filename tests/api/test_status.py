@@ -1,0 +1,55 @@
+"""/api/health and /api/providers from cached state: key cooldowns make a worker unavailable
+with the time its first key returns, and no key ever shows."""
+
+from __future__ import annotations
+
+import time
+
+TOML = """
+[[workers]]
+name = "keyed"
+base_url = "http://127.0.0.1:9/v1"
+api_keys = ["sk-one-SECRET-1111", "sk-two-SECRET-2222"]
+models = ["m"]
+"""
+
+
+def test_worker_with_every_key_resting_is_unavailable_until_a_key_returns(make_client):
+    client = make_client({"DEMO_PROVIDER": "on"}, TOML)
+    gateway = client.application.extensions["cortex"]
+    ring = gateway.pool.get("keyed").keys
+    now = time.time()
+    ring.cool_down(0, now, 120)
+    ring.cool_down(1, now, 30)
+
+    health = client.get("/api/health")
+    assert health.status_code == 200
+    body = health.get_json()
+    keyed = body["workers"]["keyed"]
+    assert keyed["status"] == "unavailable" and keyed["error"] == "every API key is cooling down or disabled"
+    assert keyed["available_at"] is not None and body["status"] == "degraded"  # the demo still answers
+    providers = client.get("/api/providers").get_json()["providers"]
+    assert [p["name"] for p in providers] == ["keyed", "demo"]
+    assert providers[0]["status"] == "unavailable" and providers[0]["available_at"] == keyed["available_at"]
+
+    ring.disable(0)
+    ring.disable(1)
+    assert client.get("/api/health").get_json()["workers"]["keyed"]["available_at"] is None
+    for path in ("/api/health", "/api/providers"):
+        assert "SECRET" not in client.get(path).get_data(as_text=True)
+
+
+def test_chat_skips_a_resting_worker_and_says_when_to_retry(make_client):
+    client = make_client({"DEMO_PROVIDER": "off"}, TOML)
+    gateway = client.application.extensions["cortex"]
+    ring = gateway.pool.get("keyed").keys
+    now = time.time()
+    ring.cool_down(0, now, 40)
+    ring.cool_down(1, now, 90)
+    response = client.post("/api/chat", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 503
+    assert 39 <= int(response.headers["Retry-After"]) <= 41
+    assert response.get_json()["attempts"] == [
+        {"worker": "keyed", "key": None, "kind": "keys_unavailable", "status": None,
+         "message": "every API key is cooling down or disabled"}
+    ]  # fmt: skip
