@@ -203,7 +203,7 @@ def _compat_workers(env: Mapping[str, str], timeouts: Timeouts) -> list[WorkerSp
     workers = []
     for index, entry in enumerate(entries, start=1):
         name, sep, url = entry.partition("=")
-        if not sep:
+        if not sep or "://" in name:  # unnamed (an "=" inside the URL is not a name)
             name, url = f"compat-{index}", entry
         workers.append(
             WorkerSpec(

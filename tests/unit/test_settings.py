@@ -28,12 +28,13 @@ def test_groq_preset_from_environment():
 
 def test_openai_compat_urls_named_and_unnamed():
     settings = load_settings({
-        "OPENAI_COMPAT_URLS": "http://127.0.0.1:8080/v1, vllm=http://gpu-box:8000/v1/",
+        "OPENAI_COMPAT_URLS": "http://127.0.0.1:8080/v1, vllm=http://gpu-box:8000/v1/, http://h/v1?api-version=2",
         "OPENAI_COMPAT_MODEL": "qwen2.5", "OPENAI_COMPAT_PRIORITY": "3",
     })  # fmt: skip
     assert [(w.name, w.base_url, w.priority, w.models) for w in settings.workers] == [
         ("compat-1", "http://127.0.0.1:8080/v1", 3, ("qwen2.5",)),
         ("vllm", "http://gpu-box:8000/v1", 3, ("qwen2.5",)),
+        ("compat-3", "http://h/v1?api-version=2", 3, ("qwen2.5",)),
     ]
 
 
