@@ -14,13 +14,18 @@ models = ["m"]
 """
 
 
-def test_worker_with_every_key_resting_is_unavailable_until_a_key_returns(make_client):
-    client = make_client({"DEMO_PROVIDER": "on"}, TOML)
-    gateway = client.application.extensions["cortex"]
-    ring = gateway.pool.get("keyed").keys
+def resting_client(make_client, demo: str, *cooldowns: float):  # type: ignore[no-untyped-def]
+    """A client whose 'keyed' worker has each key cooling down for the given seconds."""
+    client = make_client({"DEMO_PROVIDER": demo}, TOML)
+    ring = client.application.extensions["cortex"].pool.get("keyed").keys
     now = time.time()
-    ring.cool_down(0, now, 120)
-    ring.cool_down(1, now, 30)
+    for index, seconds in enumerate(cooldowns):
+        ring.cool_down(index, now, seconds)
+    return client, ring
+
+
+def test_worker_with_every_key_resting_is_unavailable_until_a_key_returns(make_client):
+    client, ring = resting_client(make_client, "on", 120, 30)
 
     health = client.get("/api/health")
     assert health.status_code == 200
@@ -40,12 +45,7 @@ def test_worker_with_every_key_resting_is_unavailable_until_a_key_returns(make_c
 
 
 def test_chat_skips_a_resting_worker_and_says_when_to_retry(make_client):
-    client = make_client({"DEMO_PROVIDER": "off"}, TOML)
-    gateway = client.application.extensions["cortex"]
-    ring = gateway.pool.get("keyed").keys
-    now = time.time()
-    ring.cool_down(0, now, 40)
-    ring.cool_down(1, now, 90)
+    client, _ = resting_client(make_client, "off", 40, 90)
     response = client.post("/api/chat", json={"messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 503
     assert 39 <= int(response.headers["Retry-After"]) <= 41
