@@ -246,7 +246,7 @@ class Dispatcher:
         """Apply key policy; True means 'try the next key of this worker'."""
         worker.keys.record_failure(key_index)
         now = self.clock()
-        if error.kind is ErrorKind.BAD_REQUEST:
+        if not error.retryable:  # the client's own input: every worker would refuse it
             raise UpstreamRejected(f"{worker.name} refused the request: {error.message}")
         if error.kind in (ErrorKind.RATE_LIMITED, ErrorKind.QUOTA):
             seconds = error.retry_after if error.retry_after is not None else self.settings.key_cooldown
