@@ -170,10 +170,11 @@ class FakeOpenAI:
     """`chat` is the default behaviour; `queue(...)` adds one-shot behaviours used first."""
 
     def __init__(self, chat: Any = None, models: tuple[str, ...] = ("fake-model",), valid_keys: set[str] | None = None,
-                 models_status: int = 200) -> None:  # fmt: skip
+                 models_status: int = 200, models_hang: bool = False) -> None:  # fmt: skip
         self.chat = chat or Stream()
         self.models = models
         self.models_status = models_status
+        self.models_hang = models_hang
         self.valid_keys = valid_keys
         self.rate_limited_keys: dict[str, str] = {}
         self.requests: list[Request] = []
@@ -211,6 +212,9 @@ class FakeOpenAI:
             ex.respond(401, INVALID_KEY)
             return
         if request.method == "GET" and request.path == "/v1/models":
+            if self.models_hang:
+                Hang()(ex, self)
+                return
             if self.models_status != 200:
                 ex.respond(self.models_status, SERVER_ERROR)
                 return

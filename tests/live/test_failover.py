@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.fakes.openai_server import EmptyStream, Error, Stream
+from tests.fakes.openai_server import EmptyStream, Error, Hang, Stream
 from tests.live.helpers import CHAT, worker_toml
 
 
@@ -92,3 +92,16 @@ def test_upstream_400_is_the_clients_fault_and_is_not_retried_elsewhere(fake_ope
     assert response.status_code == 400
     assert "must not be empty of meaning" in response.json()["details"]
     assert other.chat_requests == []
+
+
+def test_hung_upstream_is_abandoned_after_the_first_token_timeout(fake_openai, gateway):
+    hung = fake_openai(chat=Hang(seconds=30))
+    healthy = fake_openai(chat=Stream(chunks=["rescued"]))
+    gw = gateway(worker_toml("hung", hung.base_url, priority=1) + worker_toml("healthy", healthy.base_url, priority=2),
+                 env={"FIRST_TOKEN_TIMEOUT": "0.5"})  # fmt: skip
+
+    response = requests.post(gw.url + "/api/chat", json=CHAT, timeout=10)
+    assert response.status_code == 200 and response.text == "rescued"
+    assert response.headers["X-Cortex-Worker"] == "healthy" and response.headers["X-Cortex-Attempts"] == "2"
+    # the gateway hung up on the silent upstream instead of leaving the request open there
+    assert hung.hung[0].closed_by_peer.wait(timeout=5)

@@ -82,3 +82,18 @@ def test_providers_lists_workers_and_never_a_key(fake_openai, gateway):
         text = requests.get(gw.url + path, timeout=5).text
         assert "SECRET" not in text
     assert "SECRET" not in gw.log()
+
+
+def test_a_hung_health_probe_is_bounded_and_never_blocks_the_endpoint(fake_openai, gateway):
+    stuck = fake_openai(models_hang=True)
+    fine = fake_openai()
+    gw = gateway(worker_toml("stuck", stuck.base_url) + worker_toml("fine", fine.base_url),
+                 env={"HEALTH_CHECK_INTERVAL": "0.3", "HEALTH_CHECK_TIMEOUT": "0.5"})  # fmt: skip
+    # While the stuck probe hangs (30 s at the fake), /api/health answers from the last snapshot.
+    for _ in range(5):
+        assert requests.get(gw.url + "/api/health", timeout=2).status_code == 200
+    body = wait_for(gw, lambda r: r.json()["workers"]["stuck"]["status"] == "unavailable").json()
+    assert body["workers"]["stuck"]["error"] == "timeout: no answer within 0.5s"
+    assert body["workers"]["fine"]["status"] == "healthy"
+    # the abandoned probe's connection was closed, not left hanging at the upstream
+    assert stuck.hung and stuck.hung[0].closed_by_peer.wait(timeout=5)

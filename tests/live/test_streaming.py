@@ -74,6 +74,9 @@ def test_client_disconnect_closes_the_upstream_connection(fake_openai, gateway):
     assert record.closed_by_peer.wait(timeout=15), "the gateway kept the upstream connection open"
     assert record.sent < record.planned
     assert not record.finished
+    # and the relay's cleanup ran: the worker counts no stream in flight any more
+    health = requests.get(gw.url + "/api/health", timeout=5).json()
+    assert health["workers"]["up"]["in_flight"] == 0
 
 
 def test_sigterm_lets_an_in_flight_stream_finish(fake_openai, gateway):
