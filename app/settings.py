@@ -172,14 +172,13 @@ def _preset_workers(env: Mapping[str, str], timeouts: Timeouts) -> list[WorkerSp
             continue
         model = env.get(f"{prefix}_MODEL", "").strip() or preset.default_model
         priority = env.get(f"{prefix}_PRIORITY")
+        base_url = env.get(f"{prefix}_BASE_URL")
         workers.append(
             WorkerSpec(
                 name=preset.name,
                 provider="openai_compat",
                 preset=preset.name,
-                base_url=_url(f"{prefix}_BASE_URL", env[f"{prefix}_BASE_URL"])
-                if env.get(f"{prefix}_BASE_URL")
-                else preset.base_url,
+                base_url=_url(f"{prefix}_BASE_URL", base_url) if base_url else preset.base_url,
                 api_keys=_keys(f"{prefix}_API_KEYS", raw_keys),
                 models=(model,),
                 default_model=model,
