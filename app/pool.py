@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 from app.keys import KeyRing
 from app.settings import Settings, WorkerSpec
-from providers import openai_compat
 from providers.base import Adapter, Endpoint
+from providers.catalog import PROVIDERS
 from providers.demo import DemoAdapter
 from providers.http import HttpAdapter
 from providers.transport import Transport
@@ -17,10 +17,9 @@ from providers.transport import Transport
 def make_adapter(spec: WorkerSpec, settings: Settings, transport: Transport) -> Adapter:
     if spec.provider == "demo":
         return DemoAdapter(delay=settings.demo_delay)
-    if spec.provider == "openai_compat":
-        endpoint = Endpoint(spec.base_url, spec.extra_headers, spec.stream_usage)
-        return HttpAdapter(endpoint, openai_compat.PROTOCOL, openai_compat.INFO, transport)
-    raise ValueError(f"no adapter for provider {spec.provider!r}")  # settings reject this earlier
+    kind = PROVIDERS[spec.provider]  # settings accept only known types
+    endpoint = Endpoint(spec.base_url, spec.extra_headers, spec.stream_usage, spec.stream, spec.keep_alive)
+    return HttpAdapter(endpoint, kind.protocol, kind.info, transport)
 
 
 class Worker:

@@ -18,12 +18,15 @@ from urllib.parse import urlsplit
 
 from app.strategies import ALIASES, STRATEGIES, canonical_strategy
 from providers.base import Timeouts
+from providers.catalog import PRESETS, PROVIDERS, Preset
 from providers.demo import DEMO_MODEL
-from providers.openai_compat import PRESETS, Preset
 
-PROVIDER_TYPES = ("openai_compat", "demo")
+PROVIDER_TYPES = (*PROVIDERS, "demo")
 DEMO_PRIORITY = 1000
-COMPAT_PRIORITY = 10
+COMPAT_PRIORITY = PROVIDERS["openai_compat"].default_priority
+
+#: Variables that list servers by URL, one worker each: (variable prefix, provider, name prefix).
+URL_LISTS: tuple[tuple[str, str, str], ...] = (("OPENAI_COMPAT", "openai_compat", "compat"),)
 
 
 class ConfigError(ValueError):
@@ -45,6 +48,10 @@ class WorkerSpec:
     stream_usage: bool = True
     extra_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     preset: str | None = None
+    #: False: ask the upstream for whole answers (for servers whose streaming is broken).
+    stream: bool = True
+    #: Ollama's keep_alive ("5m", "-1", "0"), passed through when set.
+    keep_alive: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,7 @@ def _reject_unknown(source: str, table: Mapping[str, Any], allowed: set[str]) ->
 
 
 def _preset_workers(env: Mapping[str, str], timeouts: Timeouts) -> list[WorkerSpec]:
-    """GROQ_API_KEYS etc.: one worker per preset whose keys are set."""
+    """GROQ_API_KEYS, GEMINI_API_KEYS etc.: one worker per preset whose keys are set."""
     workers = []
     for preset in PRESETS.values():
         prefix = preset.name.upper()
@@ -176,7 +183,7 @@ def _preset_workers(env: Mapping[str, str], timeouts: Timeouts) -> list[WorkerSp
         workers.append(
             WorkerSpec(
                 name=preset.name,
-                provider="openai_compat",
+                provider=preset.provider,
                 preset=preset.name,
                 base_url=_url(f"{prefix}_BASE_URL", base_url) if base_url else preset.base_url,
                 api_keys=_keys(f"{prefix}_API_KEYS", raw_keys),
@@ -189,31 +196,34 @@ def _preset_workers(env: Mapping[str, str], timeouts: Timeouts) -> list[WorkerSp
     return workers
 
 
-def _compat_workers(env: Mapping[str, str], timeouts: Timeouts) -> list[WorkerSpec]:
-    """OPENAI_COMPAT_URLS=url,url or name=url,name=url: one worker per URL."""
-    raw = env.get("OPENAI_COMPAT_URLS", "")
-    entries = [e.strip() for e in raw.split(",") if e.strip()]
+def _url_workers(env: Mapping[str, str], timeouts: Timeouts, prefix: str, provider: str, stem: str) -> list[WorkerSpec]:
+    """OPENAI_COMPAT_URLS / OLLAMA_URLS = url,url or name=url,name=url: one worker per URL,
+    sharing the prefix's keys, model and priority."""
+    var = f"{prefix}_URLS"
+    entries = [e.strip() for e in env.get(var, "").split(",") if e.strip()]
     if not entries:
         return []
-    keys = _keys("OPENAI_COMPAT_API_KEYS", env.get("OPENAI_COMPAT_API_KEYS", ""))
-    model = env.get("OPENAI_COMPAT_MODEL", "").strip() or None
-    priority_raw = env.get("OPENAI_COMPAT_PRIORITY")
-    priority = _priority("OPENAI_COMPAT_PRIORITY", priority_raw) if priority_raw else COMPAT_PRIORITY
+    keys = _keys(f"{prefix}_API_KEYS", env.get(f"{prefix}_API_KEYS", ""))
+    model = env.get(f"{prefix}_MODEL", "").strip() or None
+    priority_raw = env.get(f"{prefix}_PRIORITY")
+    priority = _priority(f"{prefix}_PRIORITY", priority_raw) if priority_raw else PROVIDERS[provider].default_priority
+    keep_alive = env.get(f"{prefix}_KEEP_ALIVE", "").strip() or None
     workers = []
     for index, entry in enumerate(entries, start=1):
         name, sep, url = entry.partition("=")
         if not sep or "://" in name:  # unnamed (an "=" inside the URL is not a name)
-            name, url = f"compat-{index}", entry
+            name, url = (stem if len(entries) == 1 and stem != "compat" else f"{stem}-{index}"), entry
         workers.append(
             WorkerSpec(
-                name=_worker_name("OPENAI_COMPAT_URLS", name.strip()),
-                provider="openai_compat",
-                base_url=_url("OPENAI_COMPAT_URLS", url),
+                name=_worker_name(var, name.strip()),
+                provider=provider,
+                base_url=_url(var, url),
                 api_keys=keys,
                 models=(model,) if model else (),
                 default_model=model,
                 priority=priority,
                 timeouts=timeouts,
+                keep_alive=keep_alive,
             )
         )
     return workers
@@ -223,7 +233,7 @@ def _compat_workers(env: Mapping[str, str], timeouts: Timeouts) -> list[WorkerSp
 
 _WORKER_KEYS = {
     "name", "provider", "preset", "base_url", "api_keys", "api_keys_env", "models",
-    "default_model", "priority", "timeouts", "stream_usage", "headers",
+    "default_model", "priority", "timeouts", "stream_usage", "headers", "stream", "keep_alive",
 }  # fmt: skip
 
 
@@ -268,14 +278,16 @@ def _toml_worker(index: int, raw: Any, env: Mapping[str, str], timeouts: Timeout
     _reject_unknown(f"CORTEX_CONFIG workers[{index}]", table, _WORKER_KEYS)
     name = _worker_name(f"CORTEX_CONFIG workers[{index}].name", table.get("name"))
     src = f"CORTEX_CONFIG workers[{index}] ({name})"
-    provider = table.get("provider", "openai_compat")
-    if provider not in PROVIDER_TYPES:
-        raise ConfigError(f"{src}.provider: unknown provider {provider!r} (known: {', '.join(PROVIDER_TYPES)})")
     preset = None
     if "preset" in table:
         preset = PRESETS.get(table["preset"]) if isinstance(table["preset"], str) else None
-        if preset is None or provider != "openai_compat":
+        if preset is None:
             raise ConfigError(f"{src}.preset: unknown preset {table['preset']!r} (known: {', '.join(PRESETS)})")
+    provider = table.get("provider", preset.provider if preset else "openai_compat")
+    if provider not in PROVIDER_TYPES:
+        raise ConfigError(f"{src}.provider: unknown provider {provider!r} (known: {', '.join(PROVIDER_TYPES)})")
+    if preset is not None and preset.provider != provider:
+        raise ConfigError(f"{src}.preset: {preset.name!r} is a {preset.provider} preset, not {provider}")
     base_url = ""
     if provider != "demo":
         raw_url = table.get("base_url", preset.base_url if preset else None)
@@ -283,7 +295,9 @@ def _toml_worker(index: int, raw: Any, env: Mapping[str, str], timeouts: Timeout
             raise ConfigError(f"{src}.base_url: required for provider {provider!r}")
         base_url = _url(f"{src}.base_url", raw_url)
     models, default_model = _toml_models(src, table, provider, preset)
-    default_priority = preset.priority if preset else (DEMO_PRIORITY if provider == "demo" else COMPAT_PRIORITY)
+    default_priority = (
+        preset.priority if preset else (DEMO_PRIORITY if provider == "demo" else PROVIDERS[provider].default_priority)
+    )
     headers = _toml_table(f"{src}.headers", table.get("headers", {}))
     if not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{src}.headers: expected a table of string values")
@@ -299,7 +313,18 @@ def _toml_worker(index: int, raw: Any, env: Mapping[str, str], timeouts: Timeout
         timeouts=_timeouts(f"{src}.timeouts", _toml_table(f"{src}.timeouts", table.get("timeouts", {})), timeouts),
         stream_usage=_bool(f"{src}.stream_usage", table.get("stream_usage", True)),
         extra_headers=dict(headers),
+        stream=_bool(f"{src}.stream", table.get("stream", True)),
+        keep_alive=_keep_alive(f"{src}.keep_alive", table.get("keep_alive")),
     )
+
+
+def _keep_alive(source: str, raw: Any) -> str | None:
+    """Ollama accepts a duration string ("5m", "1h30m") or a number of seconds (-1: forever)."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float) or not str(raw).strip():
+        raise ConfigError(f'{source}: expected a duration such as "5m" or a number of seconds')
+    return str(raw).strip()
 
 
 # --- the whole ---------------------------------------------------------------------------
@@ -400,7 +425,9 @@ def load_settings(environ: Mapping[str, str], toml_text: str | None = None) -> S
     if not isinstance(toml_workers, list):
         raise ConfigError("CORTEX_CONFIG workers: expected an array of tables ([[workers]])")
     workers = [_toml_worker(i, t, environ, timeouts) for i, t in enumerate(toml_workers)]
-    workers += _preset_workers(environ, timeouts) + _compat_workers(environ, timeouts)
+    workers += _preset_workers(environ, timeouts)
+    for prefix, provider, stem in URL_LISTS:
+        workers += _url_workers(environ, timeouts, prefix, provider, stem)
     real = [w for w in workers if w.provider != "demo"]
     demo_source, demo_mode = scalars.get("demo_provider", ("DEMO_PROVIDER", "auto"))
     workers += _demo_worker(demo_mode, demo_source, real, timeouts)

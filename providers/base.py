@@ -65,6 +65,11 @@ class Endpoint:
     #: Ask for token usage in streams (OpenAI's stream_options.include_usage); some older
     #: OpenAI-compatible servers reject the field, so it can be switched off per worker.
     stream_usage: bool = True
+    #: Stream from the upstream (the default). Off for servers whose streaming is broken: the
+    #: answer then arrives as one JSON body and is relayed as a single delta.
+    stream: bool = True
+    #: Ollama's `keep_alive` (how long the model stays loaded after the request), passed through.
+    keep_alive: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,15 +103,19 @@ class StreamParser(Protocol):
 @dataclass(frozen=True, slots=True)
 class WireProtocol:
     """The pure parts of one upstream protocol. None of them does I/O, logs, or reads a clock:
-    `parse_error` receives the current time for Retry-After dates."""
+    `parse_error` receives the current time for Retry-After dates.
+
+    `build_chat` builds a streaming request, or a non-streaming one when `Endpoint.stream` is
+    off; the shell then feeds the body to `parse_completion` instead of a parser."""
 
     build_chat: Callable[[Endpoint, ChatParams, str | None], PreparedCall]
     new_parser: Callable[[], StreamParser]
     parse_error: Callable[[int, Mapping[str, str], bytes, float], UpstreamError]
     build_models: Callable[[Endpoint, str | None], PreparedCall]
     parse_models: Callable[[bytes], tuple[str, ...]]
-    #: Parses a whole JSON answer, for servers that ignore `stream: true`.
-    parse_completion: Callable[[bytes], list[Event]] | None = None
+    #: Parses a whole JSON answer: the reply to a non-streaming call (`Endpoint.stream` off),
+    #: or a server that answered JSON to a streaming request.
+    parse_completion: Callable[[bytes], list[Event]]
 
 
 class Adapter(Protocol):

@@ -58,7 +58,7 @@ class HttpAdapter:
             if response.status_code >= 300:
                 raise self._error(response, key)
             content_type = response.headers.get("Content-Type", "")
-            if self.protocol.parse_completion is not None and content_type.startswith("application/json"):
+            if not self.endpoint.stream or content_type.startswith("application/json"):
                 body = Transport.read_body(response, limit=16 << 20)
                 events = self.protocol.parse_completion(body)
                 response.close()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from providers.base import ChatParams, Endpoint, PreparedCall, ProviderInfo, WireProtocol
@@ -49,21 +48,6 @@ INFO = ProviderInfo(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Preset:
-    """A well-known OpenAI-compatible service: its URL, default model and environment prefix."""
-
-    name: str
-    base_url: str
-    default_model: str
-    priority: int
-
-
-#: Presets are data: configuration picks one by name (`GROQ_API_KEYS`, or `preset = "groq"`).
-PRESETS: Mapping[str, Preset] = {
-    "groq": Preset("groq", "https://api.groq.com/openai/v1", "llama-3.1-8b-instant", priority=20),
-}
-
 #: Error codes that mean "this model is not here", whatever status carried them.
 _MODEL_MISSING_CODES = frozenset({"model_not_found", "model_decommissioned"})
 _RATE_CODES = frozenset({"rate_limit_exceeded", "tokens", "requests", "rate_limit_error"})
@@ -85,9 +69,9 @@ def build_chat(endpoint: Endpoint, params: ChatParams, key: str | None) -> Prepa
     body: dict[str, Any] = {
         "model": params.model,
         "messages": [{"role": m.role, "content": m.content} for m in params.messages],
-        "stream": True,
+        "stream": endpoint.stream,
     }
-    if endpoint.stream_usage:
+    if endpoint.stream and endpoint.stream_usage:
         body["stream_options"] = {"include_usage": True}
     if params.temperature is not None:
         body["temperature"] = params.temperature
@@ -98,7 +82,8 @@ def build_chat(endpoint: Endpoint, params: ChatParams, key: str | None) -> Prepa
     if params.stop:
         body["stop"] = list(params.stop)
     headers = _auth_headers(endpoint, key)
-    headers.update({"Content-Type": "application/json", "Accept": "text/event-stream", "Accept-Encoding": "identity"})
+    accept = "text/event-stream" if endpoint.stream else "application/json"
+    headers.update({"Content-Type": "application/json", "Accept": accept, "Accept-Encoding": "identity"})
     return PreparedCall("POST", endpoint.base_url.rstrip("/") + "/chat/completions", headers, _encode(body))
 
 
@@ -243,7 +228,8 @@ class ChunkParser:
 
 
 def parse_completion(body: bytes) -> list[Event]:
-    """A whole `chat.completion` object, for servers that answer `stream: true` with JSON."""
+    """A whole `chat.completion` object: the answer to `stream: false`, and what some servers
+    send even to `stream: true`."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):

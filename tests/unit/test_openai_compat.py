@@ -186,3 +186,11 @@ def test_parse_completion_for_servers_that_ignore_stream_true():
     body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}],
                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()  # fmt: skip
     assert oa.parse_completion(body) == [TextDelta("whole"), Finish("stop"), Usage(1, 1)]
+
+
+def test_non_streaming_request_when_the_worker_streams_off():
+    endpoint = Endpoint("http://h/v1", stream=False)
+    call = oa.build_chat(endpoint, ChatParams((Message("user", "hi"),), "m"), None)
+    body = json.loads(call.body or b"")
+    assert body["stream"] is False and "stream_options" not in body
+    assert call.headers["Accept"] == "application/json"

@@ -132,3 +132,24 @@ def test_demo_can_be_forced_on_or_off():
     assert [w.name for w in load_settings({"DEMO_PROVIDER": "off"}).workers] == []
     env = {"OPENAI_COMPAT_URLS": "http://x/v1", "DEMO_PROVIDER": "on"}
     assert [w.name for w in load_settings(env).workers] == ["compat-1", "demo"]
+
+
+def test_every_openai_compatible_preset_reads_its_own_variables():
+    settings = load_settings(
+        {"OPENAI_API_KEYS": "sk-a", "OPENROUTER_API_KEYS": "sk-or-b", "OPENROUTER_MODEL": "x/y:free"}
+    )
+    by_name = {w.name: w for w in settings.workers}
+    assert set(by_name) == {"openai", "openrouter"}
+    assert by_name["openai"].base_url == "https://api.openai.com/v1" and by_name["openai"].provider == "openai_compat"
+    assert by_name["openrouter"].default_model == "x/y:free"
+    assert by_name["openai"].priority > by_name["openrouter"].priority  # paid after free
+
+
+def test_toml_preset_implies_its_provider_and_rejects_another():
+    (worker,) = load_settings(
+        {}, '[[workers]]\nname = "or"\npreset = "openrouter"\napi_keys = ["k1"]\nstream = false'
+    ).workers
+    assert worker.provider == "openai_compat" and worker.base_url == "https://openrouter.ai/api/v1"
+    assert worker.stream is False
+    with pytest.raises(ConfigError, match=r"workers\[0\] \(x\)\.preset: 'groq' is a openai_compat preset, not demo"):
+        load_settings({}, '[[workers]]\nname = "x"\nprovider = "demo"\npreset = "groq"')
