@@ -267,6 +267,10 @@ class Dispatcher:
             return NotFound(
                 "; ".join(a.describe() for a in attempts), extra={"attempts": [a.as_dict() for a in attempts]}
             )
+        if attempts and all(a.kind == ErrorKind.BLOCKED.value for a in attempts):
+            return UpstreamRejected(
+                "every provider's safety filter refused the request: " + "; ".join(a.describe() for a in attempts)
+            )
         retry_after = max(1.0, min(retry_at) - self.clock()) if retry_at else DEFAULT_RETRY_AFTER
         summary = "; ".join(a.describe() for a in attempts) or "no worker could be tried"
         details = f"{reason}: {summary}" if reason else f"every worker failed: {summary}"

@@ -13,6 +13,8 @@
     MALFORMED_STREAM    framing or JSON we cannot read        next worker
     INTERRUPTED         the stream ended before it finished   next worker (before first byte)
     EMPTY               the upstream answered with no content next worker
+    BLOCKED             the provider's safety filter refused  next worker (policies differ);
+                        the prompt or the answer              400 if every worker refuses
 
 Messages are built from our own fields and a short, sanitised excerpt of the upstream's
 error text, never from `str()` of a transport exception (it contains the URL, which may
@@ -40,6 +42,7 @@ class ErrorKind(enum.StrEnum):
     MALFORMED_STREAM = "malformed_stream"
     INTERRUPTED = "interrupted"
     EMPTY = "empty"
+    BLOCKED = "blocked"
 
 
 #: Kinds after which the same request may succeed elsewhere. BAD_REQUEST is the exception:

@@ -186,6 +186,14 @@ def test_all_not_found_is_404_and_mixed_failures_are_503():
     assert info.value.status == 503 and "a: not_found HTTP 404: no model; b: connect: refused" in info.value.details
 
 
+def test_a_safety_block_tries_other_providers_and_is_a_400_when_all_refuse():
+    blocked = [StreamFailure(UpstreamError(ErrorKind.BLOCKED, "the prompt was blocked (SAFETY)"))]
+    spare = Scripted(OK)
+    assert body(make(("strict", Scripted(blocked)), ("spare", spare))) == b"Hello"
+    with pytest.raises(UpstreamRejected, match=r"safety filter refused.*strict: blocked: the prompt was blocked"):
+        make(("strict", Scripted(blocked)), ("stricter", Scripted(blocked))).open_stream(REQ)
+
+
 def test_provider_and_model_routing():
     a, b = Scripted(OK), Scripted(OK)
     dispatcher = make(("a", a), ("b", b))
