@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from app.errors import register_error_handlers
     from app.gateway import Gateway
-    from app.routes import api, page
+    from app.routes import api, page, v1
     from app.settings import load_from_environment
 
     settings = settings if settings is not None else load_from_environment()
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["cortex"] = Gateway(settings)
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(v1.bp)
     app.register_blueprint(page.bp)
     register_error_handlers(app)
     return app

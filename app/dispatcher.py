@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from app.deadlines import END, deadline, next_within
-from app.errors import NotFound, NoWorkersAvailable, UpstreamRejected
+from app.errors import ModelNotFound, NotFound, NoWorkersAvailable, UpstreamRejected
 from app.health import HealthMonitor
 from app.pool import Worker, WorkerPool
+from app.routing import resolve_target
 from app.settings import Settings
 from app.strategies import Strategy
 from app.validation import ChatRequest
@@ -159,6 +160,10 @@ class Dispatcher:
         self.strategy = strategy
         self.settings = settings
         self.clock = clock
+        #: Every name a request may use as a provider: worker names, types and presets.
+        self.provider_names = frozenset(
+            name for w in pool for name in (w.name, w.type, w.spec.preset) if name is not None
+        )
 
     # --- planning -----------------------------------------------------------------------
 
@@ -166,13 +171,14 @@ class Dispatcher:
         """Eligible (worker, model) pairs in the order to try them: workers the health check
         has not seen fail first, in strategy order; known-unavailable ones last, as a last resort."""
         snapshot = self.health.snapshot
-        if req.provider is not None:
-            candidates = [w for w in self.pool if w.name == req.provider] or [
-                w for w in self.pool if w.type == req.provider
+        target = resolve_target(req.model, req.provider, self.provider_names, self.settings.model_aliases)
+        if target.provider is not None:
+            candidates = [w for w in self.pool if w.name == target.provider] or [
+                w for w in self.pool if target.provider in (w.type, w.spec.preset)
             ]
             if not candidates:
                 known = ", ".join(w.name for w in self.pool) or "none"
-                raise NotFound(f"unknown provider {req.provider!r} (configured workers: {known})")
+                raise NotFound(f"unknown provider {target.provider!r} (configured workers: {known})")
         else:
             candidates = list(self.pool)
         if not candidates:
@@ -180,16 +186,16 @@ class Dispatcher:
         models: dict[str, str] = {}
         for worker in candidates:
             discovered = snapshot.of(worker.name).models
-            if req.provider is not None:
-                model = req.model or worker.resolve_model(None, discovered)
+            if target.provider is not None:
+                model = target.model or worker.resolve_model(None, discovered)
             else:
-                model = worker.resolve_model(req.model, discovered)
+                model = worker.resolve_model(target.model, discovered)
             if model is not None:
                 models[worker.name] = model
         eligible = [w for w in candidates if w.name in models]
         if not eligible:
-            if req.model is not None:
-                raise NotFound(f"model {req.model!r} is not served by any configured worker")
+            if target.model is not None:
+                raise ModelNotFound(f"model {target.model!r} is not served by any configured worker")
             raise NoWorkersAvailable("no worker has a default model configured", retry_after=DEFAULT_RETRY_AFTER)
         ranked = self.strategy.order(eligible, self.clock())
         ranked.sort(key=lambda w: not snapshot.of(w.name).available)  # stable: keeps strategy order
@@ -264,7 +270,7 @@ class Dispatcher:
 
     def _give_up(self, attempts: list[AttemptRecord], retry_at: list[float], reason: str | None) -> Exception:
         if attempts and all(a.kind == ErrorKind.NOT_FOUND.value for a in attempts):
-            return NotFound(
+            return ModelNotFound(
                 "; ".join(a.describe() for a in attempts), extra={"attempts": [a.as_dict() for a in attempts]}
             )
         if attempts and all(a.kind == ErrorKind.BLOCKED.value for a in attempts):

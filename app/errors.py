@@ -6,7 +6,8 @@
     │   ├── InvalidJSON           the body is not JSON
     │   └── UpstreamRejected      an upstream refused the client's own input
     ├── Unauthorized (401)
-    ├── NotFound (404)            unknown route, provider or model
+    ├── NotFound (404)            unknown route or provider
+    │   └── ModelNotFound         no worker serves the model
     ├── MethodNotAllowed (405)
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415)
@@ -15,7 +16,8 @@
         └── NoWorkersAvailable
 
 The native shape is `{"error", "details", "timestamp"}` (plus optional fields such as
-`field` or `attempts`); never a traceback, never a key.
+`field` or `attempts`); under /v1 it is OpenAI's `{"error": {"message", "type", "param",
+"code"}}`, so the SDKs raise their matching exception classes. Never a traceback, never a key.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
+
+from app.formats.openai_chat import error_body
 
 log = logging.getLogger("cortex.errors")
 
@@ -75,6 +79,10 @@ class NotFound(ApiError):
     status, code, title = 404, "not_found", "Not found"
 
 
+class ModelNotFound(NotFound):
+    code, title = "model_not_found", "Model not found"
+
+
 class MethodNotAllowed(ApiError):
     status, code, title = 405, "method_not_allowed", "Method not allowed"
 
@@ -117,11 +125,27 @@ def timestamp() -> str:
 def render_native(error: ApiError) -> Response:
     body: dict[str, Any] = {"error": error.title, "details": error.details or error.title, "timestamp": timestamp()}
     body.update(error.extra)
-    response = jsonify(body)
+    return _finish(jsonify(body), error)
+
+
+def render_openai(error: ApiError) -> Response:
+    param = (
+        error.field if isinstance(error, ValidationError) else ("model" if isinstance(error, ModelNotFound) else None)
+    )
+    return _finish(jsonify(error_body(error.details or error.title, error.status, error.code, param)), error)
+
+
+def _finish(response: Response, error: ApiError) -> Response:
     response.status_code = error.status
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return response
+
+
+def render(error: ApiError) -> Response:
+    """OpenAI's shape under /v1 (including its unknown routes), ours elsewhere."""
+    path = request.path
+    return render_openai(error) if path == "/v1" or path.startswith("/v1/") else render_native(error)
 
 
 def from_http_exception(exc: HTTPException) -> ApiError:
@@ -143,11 +167,11 @@ def from_http_exception(exc: HTTPException) -> ApiError:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Response:
-        return render_native(error)
+        return render(error)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        response = render_native(from_http_exception(exc))
+        response = render(from_http_exception(exc))
         if exc.code == 405:
             response.headers["Allow"] = ", ".join(getattr(exc, "valid_methods", None) or [])
         return response
@@ -155,4 +179,4 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.error("unhandled %s in a request", type(exc).__name__, exc_info=exc)
-        return render_native(ApiError("an unexpected error occurred; it has been logged"))
+        return render(ApiError("an unexpected error occurred; it has been logged"))

@@ -13,28 +13,53 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Protocol
 
 from app.dispatcher import Dispatch, follow
+from app.errors import ApiError
+from app.formats.base import Answer, Encoder, Refusal
+from app.pending import PendingDispatch
 from providers.errors import ErrorKind, UpstreamError
-from providers.events import Event, StreamFailure
+from providers.events import StreamFailure
 
 log = logging.getLogger("cortex.relay")
 
 
-class Encoder(Protocol):
-    content_type: str
+def answer_of(dispatch: Dispatch) -> Answer:
+    return Answer(dispatch.worker.name, dispatch.worker.type, dispatch.model, dispatch.attempt_count)
 
-    def encode(self, event: Event) -> bytes | None: ...
 
-    def error(self, error: UpstreamError) -> bytes: ...
+def refusal_of(error: Exception) -> Refusal:
+    if isinstance(error, ApiError):
+        return Refusal(error.status, error.code, error.title, error.details or error.title, error.retry_after)
+    log.error("dispatch failed unexpectedly", exc_info=error)
+    return Refusal(500, "internal_error", "Internal error", "an unexpected error occurred; it has been logged")
 
-    def end(self) -> bytes | None: ...
+
+def relay_after_keepalives(pending: PendingDispatch, encoder: Encoder, interval: float) -> Iterator[bytes]:
+    """The stream of a request whose first token is slow: keep-alives every `interval` until
+    the dispatch commits, then the relay. The 200 is already sent, so a dispatch that fails
+    now is told in the stream (`encoder.refused`). A client that leaves while we wait
+    cancels the dispatch, and with it the upstream call."""
+    assert encoder.keepalive is not None
+    try:
+        while not pending.wait(interval):
+            yield encoder.keepalive
+        try:
+            dispatch = pending.result()
+        except Exception as error:  # noqa: BLE001 - becomes the stream's error event
+            yield encoder.refused(refusal_of(error))
+            return
+    finally:
+        pending.cancel()  # a no-op once the dispatch was taken
+    yield from relay(dispatch, encoder)
 
 
 def relay(dispatch: Dispatch, encoder: Encoder) -> Iterator[bytes]:
     outcome = "completed"
     try:
+        head = encoder.begin(answer_of(dispatch))
+        if head:
+            yield head
         for event in follow(dispatch):
             if isinstance(event, StreamFailure):
                 outcome = f"failed_mid_stream:{event.error.kind.value}"

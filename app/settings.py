@@ -69,6 +69,11 @@ class Settings:
     max_body_bytes: int = 1 << 20
     upstream_pool_size: int = 1000
     log_level: str = "INFO"
+    #: Seconds between SSE keep-alive comments while the first token is awaited; also how
+    #: long a streamed request waits for a real status code before committing a 200.
+    sse_keepalive_interval: float = 15.0
+    #: Model aliases: name -> target ("provider/model", a model, or another alias).
+    model_aliases: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def demo_only(self) -> bool:
@@ -332,6 +337,7 @@ def _keep_alive(source: str, raw: Any) -> str | None:
 _TOP_KEYS = {
     "routing_strategy", "health_check_interval", "health_check_timeout", "degraded_latency",
     "demo_provider", "demo_delay_ms", "key_cooldown", "max_body_bytes", "upstream_pool_size", "log_level", "timeouts", "workers",
+    "sse_keepalive_interval", "aliases",
 }  # fmt: skip
 
 #: (environment variable, TOML key) of every top-level scalar.
@@ -346,6 +352,7 @@ _SCALARS: tuple[tuple[str, str], ...] = (
     ("MAX_BODY_BYTES", "max_body_bytes"),
     ("UPSTREAM_POOL_SIZE", "upstream_pool_size"),
     ("LOG_LEVEL", "log_level"),
+    ("SSE_KEEPALIVE_INTERVAL", "sse_keepalive_interval"),
 )
 _TIMEOUT_ENV = (
     ("CONNECT_TIMEOUT", "connect"),
@@ -455,7 +462,38 @@ def load_settings(environ: Mapping[str, str], toml_text: str | None = None) -> S
         max_body_bytes=int(number("max_body_bytes", 1 << 20, minimum=1024, maximum=1 << 30, integer=True)),
         upstream_pool_size=int(number("upstream_pool_size", 1000, minimum=1, maximum=100_000, integer=True)),
         log_level=level,
+        sse_keepalive_interval=number("sse_keepalive_interval", 15.0, minimum=0, maximum=3600),
+        model_aliases=_aliases(environ, doc),
     )
+
+
+def _aliases(env: Mapping[str, str], doc: Mapping[str, Any]) -> dict[str, str]:
+    """MODEL_ALIASES=fast=groq/llama-3.1-8b-instant,smart=gemini/gemini-2.5-flash, and the TOML
+    [aliases] table; the environment wins for a name given in both."""
+    aliases: dict[str, str] = {}
+    table = _toml_table("CORTEX_CONFIG aliases", doc.get("aliases", {}))
+    items: list[tuple[str, str, Any]] = [(f"CORTEX_CONFIG aliases.{k}", k, v) for k, v in table.items()]
+    for entry in (e.strip() for e in env.get("MODEL_ALIASES", "").split(",")):
+        if entry:
+            name, sep, target = entry.partition("=")
+            if not sep:
+                raise ConfigError(f"MODEL_ALIASES: expected name=target, got {entry!r}")
+            items.append(("MODEL_ALIASES", name.strip(), target.strip()))
+    for source, name, target in items:
+        if not isinstance(target, str) or not target or not name or not all(" " < c <= "~" for c in name + target):
+            raise ConfigError(
+                f"{source}: an alias and its target are non-empty printable names, got {name!r}={target!r}"
+            )
+        aliases[name] = target
+    for name in aliases:
+        seen = {name}
+        target = aliases[name]
+        while target in aliases:
+            if target in seen:
+                raise ConfigError(f"model alias {name!r} refers to itself through {target!r}")
+            seen.add(target)
+            target = aliases[target]
+    return aliases
 
 
 def load_from_environment(environ: Mapping[str, str] | None = None) -> Settings:

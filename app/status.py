@@ -6,6 +6,7 @@ an upstream, so these endpoints answer instantly even when every upstream hangs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,3 +110,15 @@ def providers_report(pool: WorkerPool, snapshot: HealthSnapshot, now: float, str
         "healthy_count": sum(1 for p in providers if p["status"] in (HEALTHY, DEGRADED)),
         "default_strategy": strategy,
     }
+
+
+def models_report(pool: WorkerPool, snapshot: HealthSnapshot, aliases: Mapping[str, str]) -> dict[str, Any]:
+    """GET /v1/models in OpenAI's list shape: every model a worker is configured with or
+    reported, once (owned by the first worker in priority order), then the aliases."""
+    seen: dict[str, str] = {}
+    for worker in sorted(pool, key=lambda w: (w.priority, w.name)):
+        for model in worker.models(snapshot.of(worker.name).models):
+            seen.setdefault(model, worker.name)
+    data = [{"id": model, "object": "model", "created": 0, "owned_by": owner} for model, owner in seen.items()]
+    data += [{"id": alias, "object": "model", "created": 0, "owned_by": "cortex-alias"} for alias in aliases]
+    return {"object": "list", "data": data}

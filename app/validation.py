@@ -17,16 +17,43 @@ MAX_MESSAGES = 1000
 MAX_NAME_CHARS = 256
 
 
+MAX_STOP_SEQUENCES = 4
+STREAM_FORMATS = ("text", "sse")
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
+    """A chat as every route hands it to the dispatcher. `model` is as the client wrote it
+    (an alias, `provider/model`, `auto`...); the dispatcher resolves it per worker."""
+
     messages: tuple[Message, ...]
     model: str | None = None
     provider: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    user: str | None = None
 
     def params(self, model: str) -> ChatParams:
-        return ChatParams(self.messages, model, self.temperature, self.max_tokens)
+        return ChatParams(self.messages, model, self.temperature, self.max_tokens, self.top_p, self.stop, self.user)
+
+
+@dataclass(frozen=True, slots=True)
+class NativeChat:
+    """POST /api/chat: the chat, and the stream format the body asked for (if any)."""
+
+    chat: ChatRequest
+    stream_format: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIChat:
+    """POST /v1/chat/completions: the chat and OpenAI's streaming switches."""
+
+    chat: ChatRequest
+    stream: bool
+    include_usage: bool
 
 
 def _reject_constant(name: str) -> Any:
@@ -70,7 +97,22 @@ def _optional_name(body: dict[str, Any], field: str) -> str | None:
     return value.strip()
 
 
-def _messages(raw: Any) -> tuple[Message, ...]:
+def _content(where: str, raw: Any) -> str:
+    """A string, or OpenAI's list of content parts when every part is text."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, list):
+        texts = []
+        for index, part in enumerate(raw):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                reason = f'part {index}: only text parts ({{"type": "text", "text": ...}}) are supported'
+                raise ValidationError(where, reason)
+            texts.append(part["text"])
+        return "".join(texts)
+    raise ValidationError(where, "must be a string or a list of text parts")
+
+
+def _messages(raw: Any, roles: dict[str, str]) -> tuple[Message, ...]:
     if raw is None:
         raise ValidationError("messages", "is required")
     if not isinstance(raw, list):
@@ -84,37 +126,115 @@ def _messages(raw: Any) -> tuple[Message, ...]:
         where = f"messages[{index}]"
         if not isinstance(item, dict):
             raise ValidationError(where, "must be an object with 'role' and 'content'")
-        role = item.get("role")
-        if role not in ROLES:
-            raise ValidationError(f"{where}.role", f"must be one of {', '.join(ROLES)}")
-        content = item.get("content")
-        if not isinstance(content, str):
-            raise ValidationError(f"{where}.content", "must be a string")
-        out.append(Message(role, content))
+        raw_role = item.get("role")
+        role = roles.get(raw_role) if isinstance(raw_role, str) else None
+        if role is None:
+            raise ValidationError(f"{where}.role", f"must be one of {', '.join(roles)}")
+        out.append(Message(role, _content(f"{where}.content", item.get("content"))))
     return tuple(out)
 
 
-def parse_chat_request(body: Any) -> ChatRequest:
+NATIVE_ROLES = {r: r for r in ROLES}
+#: OpenAI's "developer" role is its newer name for system instructions.
+OPENAI_ROLES = {**NATIVE_ROLES, "developer": "system"}
+
+
+def _temperature(body: dict[str, Any]) -> float | None:
+    value = body.get("temperature")
+    if value is None:
+        return None
+    if not _is_number(value):
+        raise ValidationError("temperature", "must be a number")
+    if not 0 <= value <= 2:
+        raise ValidationError("temperature", "must be between 0 and 2")
+    return float(value)
+
+
+def _top_p(body: dict[str, Any]) -> float | None:
+    value = body.get("top_p")
+    if value is None:
+        return None
+    if not _is_number(value) or not 0 <= value <= 1:
+        raise ValidationError("top_p", "must be a number between 0 and 1")
+    return float(value)
+
+
+def _max_tokens(body: dict[str, Any], field: str) -> int | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError(field, "must be an integer")
+    if value <= 0:
+        raise ValidationError(field, "must be a positive integer")
+    if value > 10_000_000:
+        raise ValidationError(field, "is unreasonably large")
+    return value
+
+
+def _stop(body: dict[str, Any]) -> tuple[str, ...]:
+    value = body.get("stop")
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise ValidationError("stop", "must be a non-empty string or a list of them")
+    if len(items) > MAX_STOP_SEQUENCES:
+        raise ValidationError("stop", f"may hold at most {MAX_STOP_SEQUENCES} sequences")
+    return tuple(items)
+
+
+def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
-    temperature = body.get("temperature")
-    if temperature is not None:
-        if not _is_number(temperature):
-            raise ValidationError("temperature", "must be a number")
-        if not 0 <= temperature <= 2:
-            raise ValidationError("temperature", "must be between 0 and 2")
-    max_tokens = body.get("max_tokens")
-    if max_tokens is not None:
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
-            raise ValidationError("max_tokens", "must be an integer")
-        if max_tokens <= 0:
-            raise ValidationError("max_tokens", "must be a positive integer")
-        if max_tokens > 10_000_000:
-            raise ValidationError("max_tokens", "is unreasonably large")
-    return ChatRequest(
-        messages=_messages(body.get("messages")),
+    return body
+
+
+def parse_chat_request(body: Any) -> ChatRequest:
+    return parse_native_chat(body).chat
+
+
+def parse_native_chat(body: Any) -> NativeChat:
+    body = _object(body)
+    stream_format = body.get("stream_format")
+    if stream_format is not None and stream_format not in STREAM_FORMATS:
+        raise ValidationError("stream_format", f"must be one of {', '.join(STREAM_FORMATS)}")
+    chat = ChatRequest(
+        messages=_messages(body.get("messages"), NATIVE_ROLES),
         model=_optional_name(body, "model"),
         provider=_optional_name(body, "provider"),
-        temperature=float(temperature) if temperature is not None else None,
-        max_tokens=max_tokens,
+        temperature=_temperature(body),
+        max_tokens=_max_tokens(body, "max_tokens"),
+        top_p=_top_p(body),
+        stop=_stop(body),
     )
+    return NativeChat(chat, stream_format)
+
+
+def parse_openai_chat(body: Any) -> OpenAIChat:
+    """OpenAI's chat-completions body. Known parameters are checked; unknown ones are ignored,
+    as OpenAI-compatible servers do, so newer SDKs keep working."""
+    body = _object(body)
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise ValidationError("n", "only n = 1 is supported")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ValidationError("stream", "must be true or false")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise ValidationError("stream_options", "must be an object")
+    include_usage = (options or {}).get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise ValidationError("stream_options.include_usage", "must be true or false")
+    max_tokens = _max_tokens(body, "max_completion_tokens")
+    chat = ChatRequest(
+        messages=_messages(body.get("messages"), OPENAI_ROLES),
+        model=_optional_name(body, "model"),
+        temperature=_temperature(body),
+        max_tokens=max_tokens if max_tokens is not None else _max_tokens(body, "max_tokens"),
+        top_p=_top_p(body),
+        stop=_stop(body),
+        user=_optional_name(body, "user"),
+    )
+    return OpenAIChat(chat, stream, include_usage)

@@ -34,6 +34,8 @@ class ChatParams:
     max_tokens: int | None = None
     top_p: float | None = None
     stop: tuple[str, ...] = ()
+    #: The end user's id, for providers that track abuse per user (OpenAI's `user`).
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

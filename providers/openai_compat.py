@@ -81,6 +81,8 @@ def build_chat(endpoint: Endpoint, params: ChatParams, key: str | None) -> Prepa
         body["top_p"] = params.top_p
     if params.stop:
         body["stop"] = list(params.stop)
+    if params.user:
+        body["user"] = params.user
     headers = _auth_headers(endpoint, key)
     accept = "text/event-stream" if endpoint.stream else "application/json"
     headers.update({"Content-Type": "application/json", "Accept": accept, "Accept-Encoding": "identity"})

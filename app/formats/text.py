@@ -8,11 +8,13 @@ documented form that a client can recognise::
     [cortex-error] interrupted: the upstream connection broke mid-response
 
 The marker starts on a line of its own (a newline is written first) and always ends
-with a newline. A stream without the marker is complete.
+with a newline. A stream without the marker is complete. Plain text has no comment syntax,
+so it carries no keep-alives: nothing is sent before the first token.
 """
 
 from __future__ import annotations
 
+from app.formats.base import Answer, Refusal
 from providers.errors import UpstreamError
 from providers.events import Event, TextDelta
 
@@ -20,8 +22,17 @@ CONTENT_TYPE = "text/plain; charset=utf-8"
 ERROR_MARKER = "[cortex-error]"
 
 
+def _marker(kind: str, message: str) -> bytes:
+    return f"\n{ERROR_MARKER} {kind}: {' '.join(message.split())}\n".encode()
+
+
 class TextEncoder:
     content_type = CONTENT_TYPE
+    keepalive = None
+
+    @staticmethod
+    def begin(answer: Answer) -> bytes | None:
+        return None
 
     @staticmethod
     def encode(event: Event) -> bytes | None:
@@ -31,8 +42,11 @@ class TextEncoder:
 
     @staticmethod
     def error(error: UpstreamError) -> bytes:
-        message = " ".join(error.message.split())
-        return f"\n{ERROR_MARKER} {error.kind.value}: {message}\n".encode()
+        return _marker(error.kind.value, error.message)
+
+    @staticmethod
+    def refused(refusal: Refusal) -> bytes:
+        return _marker(refusal.code, refusal.message)
 
     @staticmethod
     def end() -> bytes | None:

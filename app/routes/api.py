@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Request, Response, current_app, jsonify, request
 
-from app.dispatcher import Dispatch
+from app.formats.base import Encoder
+from app.formats.sse import SSEEncoder
 from app.formats.text import TextEncoder
 from app.gateway import Gateway
-from app.relay import Encoder, relay
 from app.status import health_report, providers_report
-from app.validation import ChatRequest, decode_json_body, parse_chat_request
+from app.streaming import stream_response
+from app.validation import NativeChat, decode_json_body, parse_chat_request, parse_native_chat
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -18,22 +19,16 @@ def gateway() -> Gateway:
     return current_app.extensions["cortex"]
 
 
-def chat_request() -> ChatRequest:
-    return parse_chat_request(decode_json_body(request.get_data(cache=False), request.content_type))
+def native_chat() -> NativeChat:
+    return parse_native_chat(decode_json_body(request.get_data(cache=False), request.content_type))
 
 
-def streamed(dispatch: Dispatch, encoder: Encoder) -> Response:
-    """A streamed response whose headers are final before the first chunk (rule 10)."""
-    headers = {
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",
-        "X-Cortex-Worker": dispatch.worker.name,
-        "X-Cortex-Model": dispatch.model,
-        "X-Cortex-Attempts": str(dispatch.attempt_count),
-    }
-    return Response(
-        relay(dispatch, encoder), content_type=encoder.content_type, headers=headers, direct_passthrough=True
-    )
+def encoder_for(chat: NativeChat, req: Request) -> Encoder:
+    """SSE when the body says so, or when the client prefers it in Accept; plain text otherwise."""
+    if chat.stream_format is not None:
+        return SSEEncoder() if chat.stream_format == "sse" else TextEncoder()
+    preferred = req.accept_mimetypes.best_match(["text/plain", "text/event-stream"])
+    return SSEEncoder() if preferred == "text/event-stream" else TextEncoder()
 
 
 @bp.get("/health")
@@ -51,13 +46,14 @@ def providers() -> Response:
 
 @bp.post("/chat")
 def chat() -> Response:
-    req = chat_request()
-    return streamed(gateway().dispatcher.open_stream(req), TextEncoder())
+    chat = native_chat()
+    return stream_response(gateway(), chat.chat, encoder_for(chat, request))
 
 
 @bp.post("/chat/complete")
 def chat_complete() -> Response:
-    result = gateway().dispatcher.complete(chat_request())
+    req = parse_chat_request(decode_json_body(request.get_data(cache=False), request.content_type))
+    result = gateway().dispatcher.complete(req)
     body: dict[str, object] = {
         "response": result.text,
         "provider": result.worker.name,
