@@ -92,9 +92,15 @@ class Stream:
     #: "chunked" (what OpenAI and most servers send) or "close": no Transfer-Encoding and no
     #: Content-Length, the body ends when the server closes (HTTP/1.0-style servers do this).
     framing: str = "chunked"
+    #: Seconds of silence before the response starts (a model loading, a long queue).
+    first_delay: float = 0.0
 
     def __call__(self, ex: Exchange, fake: FakeOpenAI) -> None:
         body = ex.request.json()
+        if self.first_delay:
+            fake.waiting.append(ex)
+            if ex.wait_for_close(self.first_delay):
+                raise PeerClosed
         model = body.get("model", "fake-model")
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
         record = StreamRecord(ex, planned=len(self.chunks))
@@ -180,6 +186,8 @@ class FakeOpenAI:
         self.requests: list[Request] = []
         self.streams: list[StreamRecord] = []
         self.hung: list[Exchange] = []
+        #: Exchanges that were held before their first byte (Stream.first_delay).
+        self.waiting: list[Exchange] = []
         self._queue: deque[Any] = deque()
         self._lock = threading.Lock()
         self.server = FakeHTTPServer(self._handle)
