@@ -31,7 +31,8 @@ class Gateway:
             degraded_latency=settings.degraded_latency,
             clock=clock,
         )
-        self.strategy = make_strategy(settings.routing_strategy)
+        options = {"epsilon": settings.latency_explore} if settings.routing_strategy == "latency" else {}
+        self.strategy = make_strategy(settings.routing_strategy, **options)
         self.dispatcher = Dispatcher(self.pool, self.health, self.strategy, settings, clock)
 
     def start(self) -> None:

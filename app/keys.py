@@ -1,12 +1,23 @@
-"""A worker's key ring: rotation per request, cooldown on 429, disabling on 401/403.
+"""A worker's key ring: which key to try first, cooldown on 429, disabling on 401/403.
 
-Policy only; time is passed in (rule 13) so tests never sleep. One ring per worker per
-process; the dispatcher asks it which keys to try, in order, and reports what happened.
+Policy only; time is passed in (rule 13) so tests never sleep, and the one source of
+randomness (the `random` strategy) is an injectable `random.Random`. One ring per worker
+per process; the dispatcher asks it which keys to try, in order, and reports what happened.
+
+Rotation strategies (`KEY_STRATEGIES`), all applied to the usable keys only:
+- round_robin: each request starts one key further on, so consecutive requests spread evenly.
+- least_used: fewest attempts (`used`) first. Ties go by position counted from a rotating
+  start, so concurrent requests that arrive before any attempt is recorded still spread.
+- random: a fresh shuffle per request; uneven in the short run, but it needs no shared
+  state to avoid herding when several processes rotate the same keys in lockstep.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
+
+KEY_STRATEGIES = ("round_robin", "least_used", "random")
 
 
 @dataclass
@@ -18,6 +29,8 @@ class KeyState:
     succeeded: int = 0
     rate_limited: int = 0
     failed: int = 0
+    #: How often the key was disabled (an upstream refused it); above 1, `enable` brought it back.
+    disabled_count: int = 0
     last_used: float | None = None
 
     def usable(self, now: float) -> bool:
@@ -27,9 +40,13 @@ class KeyState:
 class KeyRing:
     """Keys of one worker. A worker without keys (a local server) has one keyless slot."""
 
-    def __init__(self, keys: tuple[str, ...]) -> None:
+    def __init__(self, keys: tuple[str, ...], strategy: str = "round_robin", rng: random.Random | None = None) -> None:
+        if strategy not in KEY_STRATEGIES:
+            raise ValueError(f"unknown key strategy {strategy!r} (known: {', '.join(KEY_STRATEGIES)})")
+        self.strategy = strategy
         self._states = [KeyState(k) for k in keys]
         self._cursor = 0
+        self._rng = rng if rng is not None else random.Random()
 
     def __len__(self) -> int:
         return len(self._states)
@@ -42,14 +59,20 @@ class KeyRing:
         return None if index is None else self._states[index].key
 
     def candidates(self, now: float) -> list[int | None]:
-        """Usable key indexes in rotation order; each call starts one key further on, so
-        consecutive requests spread over the keys (round robin)."""
+        """Usable key indexes in the order to try them (by the ring's strategy); [None] for a
+        keyless worker, [] when every key is cooling down or disabled."""
         if not self._states:
             return [None]
         count = len(self._states)
-        start = self._cursor
-        self._cursor = (start + 1) % count
-        order = [(start + i) % count for i in range(count)]
+        if self.strategy == "random":
+            order = list(range(count))
+            self._rng.shuffle(order)
+        else:
+            start = self._cursor
+            self._cursor = (start + 1) % count
+            order = [(start + i) % count for i in range(count)]
+            if self.strategy == "least_used":
+                order.sort(key=lambda i: self._states[i].used)  # stable: ties keep the rotation
         return [i for i in order if self._states[i].usable(now)]
 
     def first_usable(self, now: float) -> str | None:
@@ -80,8 +103,16 @@ class KeyRing:
 
     def disable(self, index: int | None) -> None:
         """A key the upstream refused (401/403) stays out until config reload or an operator."""
-        if index is not None:
+        if index is not None and not self._states[index].disabled:
             self._states[index].disabled = True
+            self._states[index].disabled_count += 1
+
+    def enable(self, index: int | None) -> None:
+        """An operator vouches for the key again: back in rotation at once, without its cooldown."""
+        if index is not None:
+            state = self._states[index]
+            state.disabled = False
+            state.cooldown_until = 0.0
 
     def available_at(self, now: float) -> float | None:
         """None if a key is usable now; else when the earliest cooling key returns
@@ -104,6 +135,7 @@ class KeyRing:
                 "succeeded": s.succeeded,
                 "rate_limited": s.rate_limited,
                 "failed": s.failed,
+                "disabled_count": s.disabled_count,
                 "last_used": s.last_used,
             }
             for s in self._states

@@ -1,10 +1,12 @@
-"""Workers as the running gateway sees them: the configured spec, its adapter, its key ring
-and its live load. The pool is built once from Settings and is read-only afterwards."""
+"""Workers as the running gateway sees them: the configured spec, its adapter, its key ring,
+its circuit and its live load. The pool is built once from Settings and is read-only afterwards."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
+from app.circuit import Circuit
 from app.keys import KeyRing
 from app.settings import Settings, WorkerSpec
 from providers.base import Adapter, Endpoint
@@ -23,12 +25,16 @@ def make_adapter(spec: WorkerSpec, settings: Settings, transport: Transport) -> 
 
 
 class Worker:
-    __slots__ = ("spec", "adapter", "keys", "in_flight")
+    __slots__ = ("spec", "adapter", "keys", "circuit", "in_flight")
 
-    def __init__(self, spec: WorkerSpec, adapter: Adapter) -> None:
+    def __init__(
+        self, spec: WorkerSpec, adapter: Adapter, *, circuit: Circuit | None = None, rng: random.Random | None = None
+    ) -> None:
+        """`circuit` defaults to the Settings defaults; `rng` feeds the `random` key strategy."""
         self.spec = spec
         self.adapter = adapter
-        self.keys = KeyRing(spec.api_keys)
+        self.keys = KeyRing(spec.api_keys, spec.key_strategy or Settings.key_strategy, rng)
+        self.circuit = circuit if circuit is not None else Circuit(Settings.circuit_failures, Settings.circuit_cooldown)
         self.in_flight = 0
 
     @property
@@ -63,7 +69,16 @@ class WorkerPool:
 
     @classmethod
     def from_settings(cls, settings: Settings, transport: Transport) -> WorkerPool:
-        return cls([Worker(spec, make_adapter(spec, settings, transport)) for spec in settings.workers])
+        return cls(
+            [
+                Worker(
+                    spec,
+                    make_adapter(spec, settings, transport),
+                    circuit=Circuit(settings.circuit_failures, settings.circuit_cooldown),
+                )
+                for spec in settings.workers
+            ]
+        )
 
     def __iter__(self) -> Iterator[Worker]:
         return iter(self._workers.values())

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from app.keys import KEY_STRATEGIES
 from app.strategies import ALIASES, STRATEGIES, canonical_strategy
 from providers.base import Timeouts
 from providers.catalog import PRESETS, PROVIDERS, Preset
@@ -52,6 +53,9 @@ class WorkerSpec:
     stream: bool = True
     #: Ollama's keep_alive ("5m", "-1", "0"), passed through when set.
     keep_alive: str | None = None
+    #: Key rotation (app.keys.KEY_STRATEGIES); None means the global KEY_STRATEGY, which
+    #: load_settings fills in, so every loaded spec carries a concrete one.
+    key_strategy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,19 @@ class Settings:
     sse_keepalive_interval: float = 15.0
     #: Model aliases: name -> target ("provider/model", a model, or another alias).
     model_aliases: Mapping[str, str] = field(default_factory=dict)
+    #: Key rotation for workers that do not choose their own.
+    key_strategy: str = "round_robin"
+    #: Consecutive live failures that open a worker's circuit (0: no circuit breaker).
+    circuit_failures: int = 5
+    #: How long an open circuit skips its worker before one trial request.
+    circuit_cooldown: float = 30.0
+    #: Attempts per request, failovers included (0: as many as the time budget allows).
+    max_attempts: int = 6
+    #: Full-jitter exponential backoff before retrying a worker that just failed.
+    retry_backoff_base: float = 0.25
+    retry_backoff_max: float = 2.0
+    #: The latency strategy's exploration probability (epsilon).
+    latency_explore: float = 0.1
 
     @property
     def demo_only(self) -> bool:
@@ -238,7 +255,7 @@ def _url_workers(env: Mapping[str, str], timeouts: Timeouts, prefix: str, provid
 
 _WORKER_KEYS = {
     "name", "provider", "preset", "base_url", "api_keys", "api_keys_env", "models",
-    "default_model", "priority", "timeouts", "stream_usage", "headers", "stream", "keep_alive",
+    "default_model", "priority", "timeouts", "stream_usage", "headers", "stream", "keep_alive", "key_strategy",
 }  # fmt: skip
 
 
@@ -320,7 +337,15 @@ def _toml_worker(index: int, raw: Any, env: Mapping[str, str], timeouts: Timeout
         extra_headers=dict(headers),
         stream=_bool(f"{src}.stream", table.get("stream", True)),
         keep_alive=_keep_alive(f"{src}.keep_alive", table.get("keep_alive")),
+        key_strategy=_key_strategy(f"{src}.key_strategy", table["key_strategy"]) if "key_strategy" in table else None,
     )
+
+
+def _key_strategy(source: str, raw: Any) -> str:
+    name = str(raw).strip().lower()
+    if name not in KEY_STRATEGIES:
+        raise ConfigError(f"{source}: unknown key strategy {raw!r} (known: {', '.join(KEY_STRATEGIES)})")
+    return name
 
 
 def _keep_alive(source: str, raw: Any) -> str | None:
@@ -338,6 +363,8 @@ _TOP_KEYS = {
     "routing_strategy", "health_check_interval", "health_check_timeout", "degraded_latency",
     "demo_provider", "demo_delay_ms", "key_cooldown", "max_body_bytes", "upstream_pool_size", "log_level", "timeouts", "workers",
     "sse_keepalive_interval", "aliases",
+    "key_strategy", "circuit_failures", "circuit_cooldown", "max_attempts", "retry_backoff_base", "retry_backoff_max",
+    "latency_explore",
 }  # fmt: skip
 
 #: (environment variable, TOML key) of every top-level scalar.
@@ -353,6 +380,13 @@ _SCALARS: tuple[tuple[str, str], ...] = (
     ("UPSTREAM_POOL_SIZE", "upstream_pool_size"),
     ("LOG_LEVEL", "log_level"),
     ("SSE_KEEPALIVE_INTERVAL", "sse_keepalive_interval"),
+    ("KEY_STRATEGY", "key_strategy"),
+    ("CIRCUIT_FAILURES", "circuit_failures"),
+    ("CIRCUIT_COOLDOWN", "circuit_cooldown"),
+    ("MAX_ATTEMPTS", "max_attempts"),
+    ("RETRY_BACKOFF_BASE", "retry_backoff_base"),
+    ("RETRY_BACKOFF_MAX", "retry_backoff_max"),
+    ("LATENCY_EXPLORE", "latency_explore"),
 )
 _TIMEOUT_ENV = (
     ("CONNECT_TIMEOUT", "connect"),
@@ -412,6 +446,30 @@ def _demo_worker(mode: str, source: str, real_workers: list[WorkerSpec], timeout
     ]
 
 
+def _resilience(scalars: Mapping[str, tuple[str, Any]]) -> dict[str, Any]:
+    """The retry, circuit and rotation knobs, as keyword arguments for Settings."""
+
+    def number(key: str, default: float, **bounds: Any) -> float:
+        source, raw = scalars.get(key, (key, default))
+        return _number(source, raw, **bounds)
+
+    base = number("retry_backoff_base", 0.25, minimum=0, maximum=60)
+    cap = number("retry_backoff_max", 2.0, minimum=0, maximum=600)
+    if cap < base:
+        source = scalars.get("retry_backoff_max", ("RETRY_BACKOFF_MAX",))[0]
+        raise ConfigError(f"{source}: must be at least the backoff base ({base:g}), got {cap:g}")
+    key_source, key_raw = scalars.get("key_strategy", ("KEY_STRATEGY", "round_robin"))
+    return {
+        "key_strategy": _key_strategy(key_source, key_raw),
+        "circuit_failures": int(number("circuit_failures", 5, minimum=0, maximum=10_000, integer=True)),
+        "circuit_cooldown": number("circuit_cooldown", 30.0, minimum=0.1, maximum=86400),
+        "max_attempts": int(number("max_attempts", 6, minimum=0, maximum=1000, integer=True)),
+        "retry_backoff_base": base,
+        "retry_backoff_max": cap,
+        "latency_explore": number("latency_explore", 0.1, minimum=0, maximum=1),
+    }
+
+
 def load_settings(environ: Mapping[str, str], toml_text: str | None = None) -> Settings:
     """Build Settings from an environment mapping and the TOML file's text (if any)."""
     doc = _parse_toml(toml_text)
@@ -438,6 +496,8 @@ def load_settings(environ: Mapping[str, str], toml_text: str | None = None) -> S
     real = [w for w in workers if w.provider != "demo"]
     demo_source, demo_mode = scalars.get("demo_provider", ("DEMO_PROVIDER", "auto"))
     workers += _demo_worker(demo_mode, demo_source, real, timeouts)
+    resilience = _resilience(scalars)
+    workers = [w if w.key_strategy else replace(w, key_strategy=resilience["key_strategy"]) for w in workers]
 
     seen: set[str] = set()
     for worker in workers:
@@ -464,6 +524,7 @@ def load_settings(environ: Mapping[str, str], toml_text: str | None = None) -> S
         log_level=level,
         sse_keepalive_interval=number("sse_keepalive_interval", 15.0, minimum=0, maximum=3600),
         model_aliases=_aliases(environ, doc),
+        **resilience,
     )
 
 

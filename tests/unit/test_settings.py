@@ -106,6 +106,18 @@ def test_toml_workers_with_presets_env_keys_and_timeouts():
         ),
         ({}, "[[workers]]\nname = 'w'\nbase_url = 'http://x'\n[workers.timeouts]\nread = 3", "unknown key 'read'"),
         ({}, "[timeouts]\nconnect = 'fast'", "CORTEX_CONFIG timeouts.connect"),
+        ({"KEY_STRATEGY": "lru"}, None, "KEY_STRATEGY: unknown key strategy 'lru'"),
+        ({}, "key_strategy = 'lru'", "CORTEX_CONFIG key_strategy"),
+        ({}, "[[workers]]\nname = 'w'\nbase_url = 'http://x'\nkey_strategy = 3", "workers[0] (w).key_strategy"),
+        ({"CIRCUIT_FAILURES": "-1"}, None, "CIRCUIT_FAILURES"),
+        ({"CIRCUIT_FAILURES": "2.5"}, None, "CIRCUIT_FAILURES"),
+        ({"CIRCUIT_COOLDOWN": "soon"}, None, "CIRCUIT_COOLDOWN"),
+        ({}, "circuit_cooldown = 0", "CORTEX_CONFIG circuit_cooldown"),
+        ({"MAX_ATTEMPTS": "-3"}, None, "MAX_ATTEMPTS"),
+        ({"RETRY_BACKOFF_BASE": "-0.1"}, None, "RETRY_BACKOFF_BASE"),
+        ({"RETRY_BACKOFF_BASE": "1", "RETRY_BACKOFF_MAX": "0.5"}, None, "RETRY_BACKOFF_MAX: must be at least"),
+        ({}, "retry_backoff_max = 0.1", "CORTEX_CONFIG retry_backoff_max: must be at least"),
+        ({"LATENCY_EXPLORE": "1.5"}, None, "LATENCY_EXPLORE"),
     ],
 )
 def test_invalid_configuration_names_its_source(env, toml, names):
@@ -153,3 +165,41 @@ def test_toml_preset_implies_its_provider_and_rejects_another():
     assert worker.stream is False
     with pytest.raises(ConfigError, match=r"workers\[0\] \(x\)\.preset: 'groq' is a openai_compat preset, not demo"):
         load_settings({}, '[[workers]]\nname = "x"\nprovider = "demo"\npreset = "groq"')
+
+
+def test_resilience_defaults():
+    settings = load_settings({})
+    assert (settings.key_strategy, settings.circuit_failures, settings.circuit_cooldown) == ("round_robin", 5, 30)
+    assert (settings.max_attempts, settings.retry_backoff_base, settings.retry_backoff_max) == (6, 0.25, 2)
+    assert settings.latency_explore == 0.1
+    assert {w.key_strategy for w in settings.workers} == {"round_robin"}
+
+
+RESILIENCE_TOML = """
+key_strategy = "least_used"
+circuit_failures = 3
+circuit_cooldown = 12.5
+max_attempts = 0
+retry_backoff_base = 0.5
+retry_backoff_max = 4
+latency_explore = 0.2
+[[workers]]
+name = "own"
+base_url = "http://x/v1"
+key_strategy = "Random"
+[[workers]]
+name = "inherits"
+base_url = "http://y/v1"
+"""
+
+
+def test_resilience_from_toml_with_the_environment_winning_and_a_worker_choosing_its_own():
+    settings = load_settings({"CIRCUIT_FAILURES": "0", "GROQ_API_KEYS": "gsk_a"}, RESILIENCE_TOML)
+    assert settings.circuit_failures == 0  # the environment wins (0: no breaker)
+    assert (settings.circuit_cooldown, settings.max_attempts, settings.latency_explore) == (12.5, 0, 0.2)
+    assert (settings.retry_backoff_base, settings.retry_backoff_max) == (0.5, 4)
+    assert settings.key_strategy == "least_used"
+    by_name = {w.name: w.key_strategy for w in settings.workers}
+    assert by_name == {"own": "random", "inherits": "least_used", "groq": "least_used"}
+    env_wins = load_settings({"KEY_STRATEGY": "random"}, RESILIENCE_TOML)
+    assert env_wins.key_strategy == "random" and env_wins.workers[1].key_strategy == "random"
