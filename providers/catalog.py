@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from providers import openai_compat
+from providers import anthropic, openai_compat
 from providers.base import ProviderInfo, WireProtocol
 
 
@@ -37,6 +37,7 @@ class Preset:
 #: Lower priority numbers are tried first: local servers, then free tiers, then paid services.
 PROVIDERS: Mapping[str, ProviderType] = {
     "openai_compat": ProviderType("openai_compat", openai_compat.PROTOCOL, openai_compat.INFO, default_priority=10),
+    "anthropic": ProviderType("anthropic", anthropic.PROTOCOL, anthropic.INFO, default_priority=60),
 }
 
 PRESETS: Mapping[str, Preset] = {
@@ -44,5 +45,6 @@ PRESETS: Mapping[str, Preset] = {
     "openrouter": Preset(
         "openrouter", "openai_compat", "https://openrouter.ai/api/v1", "meta-llama/llama-3.3-70b-instruct:free", 50
     ),
+    "anthropic": Preset("anthropic", "anthropic", "https://api.anthropic.com", "claude-haiku-4-5", priority=60),
     "openai": Preset("openai", "openai_compat", "https://api.openai.com/v1", "gpt-4o-mini", priority=70),
 }
