@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from providers import openai_compat
+from providers import ollama, openai_compat
 from providers.base import ProviderInfo, WireProtocol
 
 
@@ -37,6 +37,8 @@ class Preset:
 #: Lower priority numbers are tried first: local servers, then free tiers, then paid services.
 PROVIDERS: Mapping[str, ProviderType] = {
     "openai_compat": ProviderType("openai_compat", openai_compat.PROTOCOL, openai_compat.INFO, default_priority=10),
+    # Local servers: free, so tried first under the priority strategy. No preset: OLLAMA_URLS lists them.
+    "ollama": ProviderType("ollama", ollama.PROTOCOL, ollama.INFO, default_priority=0),
 }
 
 PRESETS: Mapping[str, Preset] = {
