@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -27,7 +28,10 @@ DEMO_PRIORITY = 1000
 COMPAT_PRIORITY = PROVIDERS["openai_compat"].default_priority
 
 #: Variables that list servers by URL, one worker each: (variable prefix, provider, name prefix).
-URL_LISTS: tuple[tuple[str, str, str], ...] = (("OPENAI_COMPAT", "openai_compat", "compat"),)
+URL_LISTS: tuple[tuple[str, str, str], ...] = (
+    ("OPENAI_COMPAT", "openai_compat", "compat"),
+    ("OLLAMA", "ollama", "ollama"),
+)
 
 
 class ConfigError(ValueError):
@@ -229,7 +233,7 @@ def _url_workers(env: Mapping[str, str], timeouts: Timeouts, prefix: str, provid
     model = env.get(f"{prefix}_MODEL", "").strip() or None
     priority_raw = env.get(f"{prefix}_PRIORITY")
     priority = _priority(f"{prefix}_PRIORITY", priority_raw) if priority_raw else PROVIDERS[provider].default_priority
-    keep_alive = env.get(f"{prefix}_KEEP_ALIVE", "").strip() or None
+    keep_alive = _keep_alive(f"{prefix}_KEEP_ALIVE", env.get(f"{prefix}_KEEP_ALIVE", "").strip() or None)
     workers = []
     for index, entry in enumerate(entries, start=1):
         name, sep, url = entry.partition("=")
@@ -348,13 +352,23 @@ def _key_strategy(source: str, raw: Any) -> str:
     return name
 
 
+#: Go's time.ParseDuration syntax, which Ollama applies to a keep_alive string ("5m", "1h30m").
+_GO_DURATION = re.compile(r"[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+")
+
+
 def _keep_alive(source: str, raw: Any) -> str | None:
-    """Ollama accepts a duration string ("5m", "1h30m") or a number of seconds (-1: forever)."""
+    """Ollama accepts a duration string ("5m", "1h30m") or a number of seconds (-1: forever).
+    Checked here because Ollama answers every request with a 400 if it cannot parse it."""
     if raw is None:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, str | int | float) or not str(raw).strip():
-        raise ConfigError(f'{source}: expected a duration such as "5m" or a number of seconds')
-    return str(raw).strip()
+    text = str(raw).strip() if isinstance(raw, str | int | float) and not isinstance(raw, bool) else ""
+    try:
+        valid = math.isfinite(float(text))
+    except ValueError:
+        valid = _GO_DURATION.fullmatch(text) is not None
+    if not valid:
+        raise ConfigError(f'{source}: expected a duration such as "5m" or a number of seconds, got {raw!r}')
+    return text
 
 
 # --- the whole ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from providers import anthropic, openai_compat
+from providers import anthropic, ollama, openai_compat
 from providers.base import ProviderInfo, WireProtocol
 
 
@@ -38,6 +38,8 @@ class Preset:
 PROVIDERS: Mapping[str, ProviderType] = {
     "openai_compat": ProviderType("openai_compat", openai_compat.PROTOCOL, openai_compat.INFO, default_priority=10),
     "anthropic": ProviderType("anthropic", anthropic.PROTOCOL, anthropic.INFO, default_priority=60),
+    # Local servers: free, so tried first under the priority strategy. No preset: OLLAMA_URLS lists them.
+    "ollama": ProviderType("ollama", ollama.PROTOCOL, ollama.INFO, default_priority=0),
 }
 
 PRESETS: Mapping[str, Preset] = {

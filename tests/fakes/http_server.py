@@ -188,3 +188,16 @@ class _Counter:
     def inc(self) -> None:
         with self._lock:
             self.value += 1
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
+    """Poll a condition the fake's server thread sets after its last write: the client can
+    have read every byte before that thread gets to run again."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True

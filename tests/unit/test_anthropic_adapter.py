@@ -28,6 +28,7 @@ from tests.fakes.anthropic_server import (
     Reply,
     refusal,
 )
+from tests.fakes.http_server import eventually
 
 KEY = "sk-ant-api03-secret-key-0123456789"
 PARAMS = ChatParams((Message("system", "be nice"), Message("user", "hello world")), DEFAULT_MODEL)
@@ -73,7 +74,7 @@ def test_streamed_chat_sends_the_documented_request_and_reads_text_finish_usage(
     assert request.headers["content-type"] == "application/json" and "authorization" not in request.headers
     assert request.json() == {"model": DEFAULT_MODEL, "max_tokens": anthropic.DEFAULT_MAX_TOKENS, "stream": True,
                               "system": "be nice", "messages": [{"role": "user", "content": "hello world"}]}  # fmt: skip
-    assert upstream.streams[0].finished
+    assert eventually(lambda: upstream.streams[0].finished)
 
 
 def test_non_streaming_chat(fake_anthropic, adapter_for):

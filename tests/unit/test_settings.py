@@ -203,3 +203,37 @@ def test_resilience_from_toml_with_the_environment_winning_and_a_worker_choosing
     assert by_name == {"own": "random", "inherits": "least_used", "groq": "least_used"}
     env_wins = load_settings({"KEY_STRATEGY": "random"}, RESILIENCE_TOML)
     assert env_wins.key_strategy == "random" and env_wins.workers[1].key_strategy == "random"
+
+
+def test_ollama_urls_from_environment():
+    settings = load_settings({
+        "OLLAMA_URLS": "http://127.0.0.1:11434, http://gpu-box:11434/", "OLLAMA_MODEL": "llama3.2",
+        "OLLAMA_KEEP_ALIVE": "-1", "OLLAMA_API_KEYS": "proxy-key",
+    })  # fmt: skip
+    assert [(w.name, w.provider, w.base_url, w.priority, w.models, w.keep_alive) for w in settings.workers] == [
+        ("ollama-1", "ollama", "http://127.0.0.1:11434", 0, ("llama3.2",), "-1"),
+        ("ollama-2", "ollama", "http://gpu-box:11434", 0, ("llama3.2",), "-1"),
+    ]
+    assert settings.workers[0].api_keys == ("proxy-key",) and "proxy-key" not in repr(settings)
+    (single,) = load_settings({"OLLAMA_URLS": "http://127.0.0.1:11434", "OLLAMA_KEEP_ALIVE": "10m"}).workers
+    assert (single.name, single.priority, single.keep_alive, single.models) == ("ollama", 0, "10m", ())
+    (named,) = load_settings({"OLLAMA_URLS": "box=http://box:11434", "OLLAMA_PRIORITY": "5"}).workers
+    assert (named.name, named.priority, named.keep_alive) == ("box", 5, None)
+
+
+def test_ollama_worker_from_toml():
+    toml = '[[workers]]\nname = "local"\nprovider = "ollama"\nbase_url = "http://127.0.0.1:11434"\nmodels = ["qwen3"]\nkeep_alive = "10m"'
+    (worker,) = load_settings({}, toml).workers
+    assert (worker.provider, worker.priority, worker.keep_alive, worker.default_model) == ("ollama", 0, "10m", "qwen3")
+    (forever,) = load_settings({}, toml.replace('"10m"', "-1")).workers
+    assert forever.keep_alive == "-1"
+
+
+@pytest.mark.parametrize("value", ["10 minutes", "5M", "inf", "m"])
+def test_invalid_keep_alive_names_its_source(value):
+    with pytest.raises(ConfigError, match="OLLAMA_KEEP_ALIVE"):
+        load_settings({"OLLAMA_URLS": "http://127.0.0.1:11434", "OLLAMA_KEEP_ALIVE": value})
+    with pytest.raises(ConfigError, match=r"workers\[0\] \(w\)\.keep_alive"):
+        load_settings(
+            {}, f'[[workers]]\nname = "w"\nprovider = "ollama"\nbase_url = "http://h"\nkeep_alive = "{value}"'
+        )
