@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from providers import anthropic, ollama, openai_compat
+from providers import anthropic, cohere, ollama, openai_compat
 from providers.base import ProviderInfo, WireProtocol
 
 
@@ -40,10 +40,12 @@ PROVIDERS: Mapping[str, ProviderType] = {
     "anthropic": ProviderType("anthropic", anthropic.PROTOCOL, anthropic.INFO, default_priority=60),
     # Local servers: free, so tried first under the priority strategy. No preset: OLLAMA_URLS lists them.
     "ollama": ProviderType("ollama", ollama.PROTOCOL, ollama.INFO, default_priority=0),
+    "cohere": ProviderType("cohere", cohere.PROTOCOL, cohere.INFO, default_priority=40),
 }
 
 PRESETS: Mapping[str, Preset] = {
     "groq": Preset("groq", "openai_compat", "https://api.groq.com/openai/v1", "llama-3.1-8b-instant", priority=20),
+    "cohere": Preset("cohere", "cohere", "https://api.cohere.com", "command-a-03-2025", priority=40),
     "openrouter": Preset(
         "openrouter", "openai_compat", "https://openrouter.ai/api/v1", "meta-llama/llama-3.3-70b-instruct:free", 50
     ),
