@@ -65,6 +65,11 @@ class Circuit:
             return CLOSED
         return OPEN if now < self._opened_until else HALF_OPEN
 
+    def blocked(self, now: float) -> bool:
+        """Would `allow` refuse now? (Asked when ordering workers; reserves nothing.)"""
+        state = self.state(now)
+        return state == OPEN or (state == HALF_OPEN and self._trial)
+
     def allow(self, now: float) -> bool:
         """May a request try this worker now? In half_open a True reserves the one trial slot:
         the caller must then report `record_success`, `record_failure` or `release_trial`."""

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import gevent
 
 from app.deadlines import END, deadline, next_within
 from app.errors import ModelNotFound, NotFound, NoWorkersAvailable, UpstreamRejected
 from app.health import HealthMonitor
 from app.pool import Worker, WorkerPool
+from app.retry import Move, RetryBudget
 from app.routing import resolve_target
 from app.settings import Settings
 from app.strategies import Strategy
@@ -152,12 +155,39 @@ def _until_content(stream: Iterator[Event]) -> list[Event]:
     raise UpstreamError(ErrorKind.EMPTY, "the upstream answered with no content")
 
 
+#: Failures that say something about the worker (its circuit counts them); rate limits, auth
+#: and quota are about one key, bad requests, missing models and safety blocks about the request.
+_WORKER_FAILURES = frozenset({ErrorKind.CONNECT, ErrorKind.TIMEOUT, ErrorKind.SERVER, ErrorKind.MALFORMED_STREAM,
+                              ErrorKind.INTERRUPTED, ErrorKind.EMPTY})  # fmt: skip
+#: Failures worth another round after a backoff: the server was there and may answer next
+#: time. A refused connection or a timeout would only cost the same again.
+_TRANSIENT = frozenset({ErrorKind.SERVER, ErrorKind.MALFORMED_STREAM, ErrorKind.INTERRUPTED, ErrorKind.EMPTY})
+_NOTHING = object()
+
+
+@dataclass(slots=True)
+class _Run:
+    """One request's dispatch state."""
+
+    req: ChatRequest
+    attempt: Callable[..., Any]
+    started: float
+    budget_end: float
+    budget: RetryBudget
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    retry_at: list[float] = field(default_factory=list)
+    rounds: int = 0
+
+
 class Dispatcher:
-    def __init__(self, pool: WorkerPool, health: HealthMonitor, strategy: Strategy, settings: Settings,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(self, pool: WorkerPool, health: HealthMonitor, strategies: Mapping[str, Strategy], default: str,
+                 settings: Settings, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        """`strategies` holds one instance of each strategy, shared by every request of the
+        process; `default` names the one used when a request does not choose."""
         self.pool = pool
         self.health = health
-        self.strategy = strategy
+        self.strategies = strategies
+        self.strategy = strategies[default]
         self.settings = settings
         self.clock = clock
         #: Every name a request may use as a provider: worker names, types and presets.
@@ -197,8 +227,12 @@ class Dispatcher:
             if target.model is not None:
                 raise ModelNotFound(f"model {target.model!r} is not served by any configured worker")
             raise NoWorkersAvailable("no worker has a default model configured", retry_after=DEFAULT_RETRY_AFTER)
-        ranked = self.strategy.order(eligible, self.clock())
-        ranked.sort(key=lambda w: not snapshot.of(w.name).available)  # stable: keeps strategy order
+        now = self.clock()
+        strategy = self.strategies[req.strategy] if req.strategy else self.strategy
+        ranked = strategy.order(eligible, now)
+        # Stable sorts keep the strategy's order within each group: workers health has seen fail
+        # go after the rest, and workers whose circuit is open go last, as a last resort.
+        ranked.sort(key=lambda w: (w.circuit.blocked(now), not snapshot.of(w.name).available))
         return [(w, models[w.name]) for w in ranked]
 
     # --- the two ways to consume an answer -------------------------------------------------
@@ -215,36 +249,85 @@ class Dispatcher:
     # --- attempts --------------------------------------------------------------------------
 
     def _run(self, req: ChatRequest, attempt: Callable[..., R]) -> R:
+        """Try the plan's workers in order; then, while attempts and time remain, those whose
+        failure was transient (a 5xx, a broken or empty stream) again after a backoff."""
         started = time.monotonic()
         budget_end = started + self.settings.timeouts.total
-        attempts: list[AttemptRecord] = []
-        retry_at: list[float] = []
-        for worker, model in self.plan(req):
-            now = self.clock()
-            keys = worker.keys.candidates(now)
-            if not keys:
-                back = worker.keys.available_at(now)
-                if back is not None and back != float("inf"):
-                    retry_at.append(back)
-                attempts.append(
-                    AttemptRecord(
-                        worker.name, None, "keys_unavailable", None, "every API key is cooling down or disabled"
-                    )
+        run = _Run(req, attempt, started, budget_end, RetryBudget(
+            budget_end, self.settings.max_attempts, self.settings.retry_backoff_base, self.settings.retry_backoff_max
+        ))  # fmt: skip
+        todo = self.plan(req)
+        while todo:
+            again: list[tuple[Worker, str]] = []
+            for position, (worker, model) in enumerate(todo):
+                move = (
+                    Move.NEW_ROUND
+                    if run.rounds and position == 0
+                    else (Move.FIRST if not run.attempts else Move.NEXT_WORKER)
                 )
+                result, retry = self._try_worker(run, worker, model, move)
+                if result is not _NOTHING:
+                    return result  # type: ignore[return-value]
+                if retry:
+                    again.append((worker, model))
+            run.rounds += 1
+            todo = again
+        raise self._give_up(run.attempts, run.retry_at, None)
+
+    def _try_worker(self, run: _Run, worker: Worker, model: str, move: Move) -> tuple[object, bool]:
+        """Each usable key of one worker in turn. Returns (result or _NOTHING, worth another round)."""
+        now = self.clock()
+        keys = worker.keys.candidates(now)
+        if not keys:
+            back = worker.keys.available_at(now)
+            if back is not None and back != float("inf"):
+                run.retry_at.append(back)
+            run.attempts.append(AttemptRecord(worker.name, None, "keys_unavailable", None,
+                                              "every API key is cooling down or disabled"))  # fmt: skip
+            return _NOTHING, False
+        for key_index in keys:
+            wait = run.budget.admit(time.monotonic(), move)
+            if wait is None:
+                reason = "no attempt left within MAX_ATTEMPTS and the time budget (REQUEST_TIMEOUT)"
+                raise self._give_up(run.attempts, run.retry_at, reason)
+            if wait:
+                gevent.sleep(wait)
+            move = Move.NEXT_KEY
+            trial = worker.circuit.allow(self.clock())
+            attempt_started = time.monotonic()
+            try:
+                result = run.attempt(worker, model, key_index, run.req, run.attempts, run.started, run.budget_end)
+            except UpstreamError as error:
+                record = AttemptRecord(worker.name, None if key_index is None else key_index + 1,
+                                       error.kind.value, error.status, error.message)  # fmt: skip
+                run.attempts.append(record)
+                log.warning("attempt failed: %s", record.describe())
+                self._circuit_verdict(worker, error, trial)
+                if not self._after_failure(worker, key_index, error, run.retry_at):
+                    return _NOTHING, error.kind in _TRANSIENT
                 continue
-            for key_index in keys:
-                if time.monotonic() >= budget_end:
-                    raise self._give_up(attempts, retry_at, "the request's time budget (REQUEST_TIMEOUT) ran out")
-                try:
-                    return attempt(worker, model, key_index, req, attempts, started, budget_end)
-                except UpstreamError as error:
-                    record = AttemptRecord(worker.name, None if key_index is None else key_index + 1,
-                                           error.kind.value, error.status, error.message)  # fmt: skip
-                    attempts.append(record)
-                    log.warning("attempt failed: %s", record.describe())
-                    if not self._after_failure(worker, key_index, error, retry_at):
-                        break
-        raise self._give_up(attempts, retry_at, None)
+            except BaseException:  # the client left (GreenletExit) or a bug: no verdict on the worker
+                if trial:
+                    worker.circuit.release_trial()
+                raise
+            now = self.clock()
+            worker.circuit.record_success(now)
+            self._observe(worker.name, time.monotonic() - attempt_started, True, now)
+            return result, False
+        return _NOTHING, False
+
+    def _circuit_verdict(self, worker: Worker, error: UpstreamError, trial: bool) -> None:
+        """Worker-level failures count against its circuit; key- and request-level ones do not."""
+        now = self.clock()
+        if error.kind in _WORKER_FAILURES:
+            worker.circuit.record_failure(now)
+            self._observe(worker.name, None, False, now)
+        elif trial:
+            worker.circuit.release_trial()
+
+    def _observe(self, worker: str, ttfb: float | None, ok: bool, now: float) -> None:
+        for strategy in self.strategies.values():
+            strategy.observe(worker, ttfb, ok, now)
 
     def _after_failure(
         self, worker: Worker, key_index: int | None, error: UpstreamError, retry_at: list[float]

@@ -13,7 +13,7 @@ from app.dispatcher import Dispatcher
 from app.health import HealthMonitor
 from app.pool import WorkerPool
 from app.settings import Settings
-from app.strategies import make_strategy
+from app.strategies import STRATEGIES, make_strategy
 from providers.transport import Transport
 
 
@@ -31,9 +31,16 @@ class Gateway:
             degraded_latency=settings.degraded_latency,
             clock=clock,
         )
-        options = {"epsilon": settings.latency_explore} if settings.routing_strategy == "latency" else {}
-        self.strategy = make_strategy(settings.routing_strategy, **options)
-        self.dispatcher = Dispatcher(self.pool, self.health, self.strategy, settings, clock)
+        # One instance of every strategy, so a request may pick another than the default and
+        # stateful ones (rotation, latency averages) see all of the process's traffic.
+        self.strategies = {
+            name: make_strategy(name, **({"epsilon": settings.latency_explore} if name == "latency" else {}))
+            for name in STRATEGIES
+        }
+        self.strategy = self.strategies[settings.routing_strategy]
+        self.dispatcher = Dispatcher(
+            self.pool, self.health, self.strategies, settings.routing_strategy, settings, clock
+        )
 
     def start(self) -> None:
         self.health.start()

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterator
 
+from app.disconnect import ClientGone
 from app.dispatcher import Dispatch, follow
 from app.errors import ApiError
 from app.formats.base import Answer, Encoder, Refusal
@@ -77,7 +78,7 @@ def relay(dispatch: Dispatch, encoder: Encoder) -> Iterator[bytes]:
         tail = encoder.end()
         if tail:
             yield tail
-    except GeneratorExit:
+    except (GeneratorExit, ClientGone):
         outcome = "client_disconnected"
         raise
     except Exception:  # noqa: BLE001 - a bug of ours still ends the stream explicitly

@@ -4,13 +4,15 @@ The dispatch runs in its own greenlet (`PendingDispatch`). The view waits for it
 up to one keep-alive interval: a fast answer or a fast failure gets its real status code
 and the `X-Cortex-*` headers. A slow first token gets a 200 at once and keep-alive comments
 until it commits (FIELD-NOTES 4); failover still happens behind them. Formats without a
-comment syntax (plain text) simply wait.
+comment syntax (plain text) simply wait. From the start of the dispatch to the end of the
+stream, a `ClientWatch` cancels everything the moment the client leaves.
 """
 
 from __future__ import annotations
 
-from flask import Response
+from flask import Response, request
 
+from app.disconnect import ClientWatch
 from app.formats.base import Encoder
 from app.gateway import Gateway
 from app.pending import PendingDispatch
@@ -21,13 +23,27 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def stream_response(gateway: Gateway, req: ChatRequest, encoder: Encoder) -> Response:
+    watch = ClientWatch.start(request.environ)
+    try:
+        return _respond(gateway, req, encoder, watch)
+    except BaseException:
+        if watch is not None:
+            watch.stop()
+        raise
+
+
+def _respond(gateway: Gateway, req: ChatRequest, encoder: Encoder, watch: ClientWatch | None) -> Response:
     pending = PendingDispatch(lambda: gateway.dispatcher.open_stream(req))
     interval = gateway.settings.sse_keepalive_interval
-    if encoder.keepalive is None or interval <= 0:
-        pending.wait(None)
-    elif not pending.wait(interval):
+    try:
+        committed = pending.wait(None if encoder.keepalive is None or interval <= 0 else interval)
+    except BaseException:  # ClientGone: the client left while we waited
+        pending.cancel()
+        raise
+    if not committed:
         body = relay_after_keepalives(pending, encoder, interval)
-        return Response(body, content_type=encoder.content_type, headers=STREAM_HEADERS, direct_passthrough=True)
+        response = Response(body, content_type=encoder.content_type, headers=STREAM_HEADERS, direct_passthrough=True)
+        return _watched(response, watch)
     dispatch = pending.result()  # raises the dispatch's ApiError: a real status code
     headers = {
         **STREAM_HEADERS,
@@ -35,6 +51,15 @@ def stream_response(gateway: Gateway, req: ChatRequest, encoder: Encoder) -> Res
         "X-Cortex-Model": dispatch.model,
         "X-Cortex-Attempts": str(dispatch.attempt_count),
     }
-    return Response(
+    response = Response(
         relay(dispatch, encoder), content_type=encoder.content_type, headers=headers, direct_passthrough=True
     )
+    return _watched(response, watch)
+
+
+def _watched(response: Response, watch: ClientWatch | None) -> Response:
+    """Keep watching the client until the WSGI server closes the response (always called,
+    however the stream ends)."""
+    if watch is not None:
+        response.call_on_close(watch.stop)
+    return response

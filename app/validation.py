@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import InvalidJSON, UnsupportedMediaType, ValidationError
+from app.strategies import ALIASES, STRATEGIES, canonical_strategy
 from providers.base import ROLES, ChatParams, Message
 
 MAX_MESSAGES = 1000
@@ -34,6 +35,8 @@ class ChatRequest:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     user: str | None = None
+    #: A routing strategy for this request only (its canonical name), else the default.
+    strategy: str | None = None
 
     def params(self, model: str) -> ChatParams:
         return ChatParams(self.messages, model, self.temperature, self.max_tokens, self.top_p, self.stop, self.user)
@@ -184,6 +187,16 @@ def _stop(body: dict[str, Any]) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _strategy(body: dict[str, Any]) -> str | None:
+    raw = body.get("strategy")
+    if raw is None:
+        return None
+    name = canonical_strategy(raw) if isinstance(raw, str) else None
+    if name is None:
+        raise ValidationError("strategy", f"must be one of {', '.join(sorted([*STRATEGIES, *ALIASES]))}")
+    return name
+
+
 def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
@@ -207,6 +220,7 @@ def parse_native_chat(body: Any) -> NativeChat:
         max_tokens=_max_tokens(body, "max_tokens"),
         top_p=_top_p(body),
         stop=_stop(body),
+        strategy=_strategy(body),
     )
     return NativeChat(chat, stream_format)
 

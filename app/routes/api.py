@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Request, Response, current_app, jsonify, request
 
+from app.disconnect import watching
 from app.formats.base import Encoder
 from app.formats.sse import SSEEncoder
 from app.formats.text import TextEncoder
@@ -53,7 +54,8 @@ def chat() -> Response:
 @bp.post("/chat/complete")
 def chat_complete() -> Response:
     req = parse_chat_request(decode_json_body(request.get_data(cache=False), request.content_type))
-    result = gateway().dispatcher.complete(req)
+    with watching(request.environ):
+        result = gateway().dispatcher.complete(req)
     body: dict[str, object] = {
         "response": result.text,
         "provider": result.worker.name,

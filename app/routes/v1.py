@@ -12,6 +12,7 @@ import uuid
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from app.disconnect import watching
 from app.formats.openai_chat import OpenAIChunkEncoder, completion_body
 from app.gateway import Gateway
 from app.status import models_report
@@ -32,7 +33,8 @@ def chat_completions() -> Response:
     if body.stream:
         encoder = OpenAIChunkEncoder(completion_id, created, body.chat.model, body.include_usage)
         return stream_response(gateway(), body.chat, encoder)
-    result = gateway().dispatcher.complete(body.chat)
+    with watching(request.environ):
+        result = gateway().dispatcher.complete(body.chat)
     response = jsonify(
         completion_body(completion_id, created, result.model, result.text, result.finish_reason, result.usage)
     )

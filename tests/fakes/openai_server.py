@@ -94,6 +94,8 @@ class Stream:
     framing: str = "chunked"
     #: Seconds of silence before the response starts (a model loading, a long queue).
     first_delay: float = 0.0
+    #: Which content chunk the gate holds back: 1 (after the first token) or 0 (before any).
+    gate_at: int = 1
 
     def __call__(self, ex: Exchange, fake: FakeOpenAI) -> None:
         body = ex.request.json()
@@ -116,7 +118,7 @@ class Stream:
             if self.cut_after is not None and index == self.cut_after:
                 ex.keep_alive = False
                 return  # the handler returns, and the connection closes mid-body
-            if index == 1 and self.gate is not None:
+            if index == self.gate_at and self.gate is not None:
                 while not self.gate.wait(0.05):
                     if ex.peer_closed():
                         raise PeerClosed

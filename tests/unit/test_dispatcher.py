@@ -4,10 +4,12 @@ fail over on everything before it, key policy, deadlines, and the relay after co
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import gevent
 import pytest
 
+from app.circuit import Circuit
 from app.dispatcher import Dispatcher
 from app.errors import NotFound, NoWorkersAvailable, UpstreamRejected
 from app.formats.text import TextEncoder
@@ -15,7 +17,7 @@ from app.health import HealthMonitor
 from app.pool import Worker, WorkerPool
 from app.relay import relay
 from app.settings import Settings, WorkerSpec
-from app.strategies import PriorityStrategy
+from app.strategies import STRATEGIES, make_strategy
 from app.validation import ChatRequest
 from providers.base import ChatParams, Message, ProviderInfo, Timeouts
 from providers.errors import ErrorKind, UpstreamError
@@ -59,7 +61,11 @@ class Scripted:
 
 
 def make(
-    *adapters: tuple[str, Scripted], keys: dict[str, tuple[str, ...]] | None = None, **timeouts: float
+    *adapters: tuple[str, Scripted],
+    keys: dict[str, tuple[str, ...]] | None = None,
+    settings: dict[str, object] | None = None,
+    clock: list[float] | None = None,
+    **timeouts: float,
 ) -> Dispatcher:
     t = Timeouts(**timeouts)
     specs = [
@@ -67,9 +73,19 @@ def make(
         for i, (name, _) in enumerate(adapters)
     ]
     pool = WorkerPool([Worker(spec, adapter) for spec, (_, adapter) in zip(specs, adapters, strict=True)])
-    settings = Settings(workers=tuple(specs), timeouts=t, key_cooldown=60)
+    options: dict[str, Any] = {
+        "key_cooldown": 60,
+        "retry_backoff_base": 0.001,
+        "retry_backoff_max": 0.002,
+        **(settings or {}),
+    }
+    config = Settings(workers=tuple(specs), timeouts=t, **options)
+    for worker in pool:
+        worker.circuit = Circuit(config.circuit_failures, config.circuit_cooldown)
     health = HealthMonitor(pool, interval=0, timeout=1, degraded_latency=1)
-    return Dispatcher(pool, health, PriorityStrategy(), settings, clock=lambda: 1000.0)
+    now = clock if clock is not None else [1000.0]
+    strategies = {name: make_strategy(name) for name in STRATEGIES}
+    return Dispatcher(pool, health, strategies, "priority", config, clock=lambda: now[0])
 
 
 def body(dispatcher: Dispatcher, req: ChatRequest = REQ) -> bytes:
