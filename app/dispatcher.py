@@ -312,6 +312,7 @@ class Dispatcher:
                 raise
             now = self.clock()
             worker.circuit.record_success(now)
+            self.health.record_live(worker.name, True)
             self._observe(worker.name, time.monotonic() - attempt_started, True, now)
             return result, False
         return _NOTHING, False
@@ -321,6 +322,7 @@ class Dispatcher:
         now = self.clock()
         if error.kind in _WORKER_FAILURES:
             worker.circuit.record_failure(now)
+            self.health.record_live(worker.name, False, f"{error.kind.value}: {error.message}")
             self._observe(worker.name, None, False, now)
         elif trial:
             worker.circuit.release_trial()

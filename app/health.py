@@ -3,6 +3,9 @@ bounded by a timeout, and publishes an immutable snapshot that request handlers 
 without waiting or locking (rule 14).
 
 Probes use each provider's free model-list endpoint (FIELD-NOTES 11), never a chat call.
+Live traffic reports too (`record_live`): a request that fails on a worker marks it
+unavailable at once, and one that succeeds marks an unavailable worker healthy again, so
+/api/health agrees with what requests experience within one request, not one interval.
 """
 
 from __future__ import annotations
@@ -91,6 +94,26 @@ class HealthMonitor:
                 results[worker.name] = WorkerHealth(UNAVAILABLE, self.clock(), None, "health check did not finish")
         self.snapshot = HealthSnapshot(MappingProxyType(results), self.clock())
         return self.snapshot
+
+    def record_live(self, name: str, ok: bool, error: str | None = None) -> None:
+        """What a live request just saw on a worker. Publishes a new snapshot only when the
+        worker's status changes, so the common case (healthy, and it worked) costs nothing."""
+        previous = self.snapshot.of(name)
+        if ok:
+            if previous.available and previous.status != UNKNOWN:
+                return
+            if previous.status == UNAVAILABLE:
+                log.info("worker %s answered a request: healthy again", name)
+            current = WorkerHealth(HEALTHY, self.clock(), previous.latency, None, previous.models)
+        else:
+            if previous.status != UNAVAILABLE:
+                log.warning("worker %s failed a request: %s", name, error)
+            current = WorkerHealth(
+                UNAVAILABLE, self.clock(), previous.latency, f"live request: {error}", previous.models
+            )
+        workers = dict(self.snapshot.workers)
+        workers[name] = current
+        self.snapshot = HealthSnapshot(MappingProxyType(workers), self.snapshot.taken_at)
 
     def _run(self) -> None:
         while True:

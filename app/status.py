@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from app.circuit import OPEN
 from app.health import DEGRADED, HEALTHY, UNAVAILABLE, UNKNOWN, HealthSnapshot
 from app.pool import Worker, WorkerPool
 
@@ -21,10 +22,31 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _status(worker: Worker, snapshot: HealthSnapshot, now: float) -> tuple[str, float | None]:
-    """The worker's status, also 'unavailable' while every key rests; and when a key returns
-    (None when one is usable now, inf when all are disabled)."""
+    """The worker's status, also 'unavailable' while every key rests or its circuit is open;
+    and when it returns (None when usable now, inf when every key is disabled)."""
     back = worker.keys.available_at(now)
-    return (UNAVAILABLE, back) if back is not None else (snapshot.of(worker.name).status, None)
+    if back is not None:
+        return UNAVAILABLE, back
+    if worker.circuit.state(now) == OPEN:
+        return UNAVAILABLE, worker.circuit.opened_until
+    return snapshot.of(worker.name).status, None
+
+
+def _circuit(worker: Worker, now: float) -> dict[str, Any]:
+    circuit = worker.circuit
+    return {
+        "state": circuit.state(now),
+        "consecutive_failures": circuit.consecutive_failures,
+        "open_until": _iso(circuit.opened_until),
+    }
+
+
+def _key_states(worker: Worker, now: float) -> list[dict[str, Any]]:
+    """Per-key counters, by position: not even a masked key goes into a public endpoint."""
+    return [
+        {"key": index + 1, **{k: v for k, v in stats.items() if k != "key"}}
+        for index, stats in enumerate(worker.keys.stats(now))
+    ]
 
 
 def _returns_at(back: float | None) -> str | None:
@@ -41,8 +63,10 @@ def health_report(
         status, back = _status(worker, snapshot, now)
         counts[status] += 1
         error: str | None = None
-        if back is not None:
+        if worker.keys.available_at(now) is not None:
             error = "every API key is cooling down or disabled"
+        elif worker.circuit.state(now) == OPEN:
+            error = f"circuit open after {worker.circuit.consecutive_failures} consecutive failures"
         elif status == UNAVAILABLE:
             error = health.error
         workers[worker.name] = {
@@ -54,6 +78,7 @@ def health_report(
             "error": error,
             "available_at": _returns_at(back),
             "in_flight": worker.in_flight,
+            "circuit": _circuit(worker, now),
         }
     total = len(pool)
     available = total - counts[UNAVAILABLE]
@@ -99,6 +124,8 @@ def providers_report(pool: WorkerPool, snapshot: HealthSnapshot, now: float, str
                 "default_model": worker.resolve_model(None, snapshot.of(worker.name).models),
                 "capabilities": list(info.capabilities),
                 "keys": len(worker.keys),
+                "key_states": _key_states(worker, now),
+                "circuit": _circuit(worker, now),
                 "available_at": _returns_at(back),
                 "demo": info.is_demo,
                 "description": info.description,
