@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from providers import openai_compat
+from providers import gemini, openai_compat
 from providers.base import ProviderInfo, WireProtocol
 
 
@@ -37,10 +37,14 @@ class Preset:
 #: Lower priority numbers are tried first: local servers, then free tiers, then paid services.
 PROVIDERS: Mapping[str, ProviderType] = {
     "openai_compat": ProviderType("openai_compat", openai_compat.PROTOCOL, openai_compat.INFO, default_priority=10),
+    "gemini": ProviderType("gemini", gemini.PROTOCOL, gemini.INFO, default_priority=30),
 }
 
 PRESETS: Mapping[str, Preset] = {
     "groq": Preset("groq", "openai_compat", "https://api.groq.com/openai/v1", "llama-3.1-8b-instant", priority=20),
+    "gemini": Preset(
+        "gemini", "gemini", "https://generativelanguage.googleapis.com/v1beta", "gemini-3.5-flash-lite", priority=30
+    ),
     "openrouter": Preset(
         "openrouter", "openai_compat", "https://openrouter.ai/api/v1", "meta-llama/llama-3.3-70b-instruct:free", 50
     ),
