@@ -32,6 +32,9 @@ class Probe:
 
 
 def monitor(*probes: Probe, keys: tuple[str, ...] = ()) -> HealthMonitor:
+    # libev caches the loop's time; after other tests blocked this thread without running the
+    # loop it is stale, and the 0.1 s sleep and the 0.2 s deadline would both be due at once.
+    gevent.get_hub().loop.update_now()
     pool = WorkerPool([Worker(WorkerSpec(p.name, "openai_compat", "http://x", keys), p) for p in probes])
     return HealthMonitor(pool, interval=10, timeout=0.2, degraded_latency=0.05)
 
