@@ -195,13 +195,15 @@ def _reject_unknown(source: str, table: Mapping[str, Any], allowed: set[str]) ->
 # --- workers from the environment ----------------------------------------------------------
 
 
-def _preset_workers(env: Mapping[str, str], timeouts: Timeouts) -> list[WorkerSpec]:
-    """GROQ_API_KEYS, GEMINI_API_KEYS etc.: one worker per preset whose keys are set."""
+def _preset_workers(env: Mapping[str, str], timeouts: Timeouts, claimed: set[str]) -> list[WorkerSpec]:
+    """GROQ_API_KEYS, GEMINI_API_KEYS etc.: one worker per preset whose keys are set, unless a
+    TOML worker already takes its keys from that variable (`api_keys_env = "GROQ_API_KEYS"`):
+    then the file describes that worker, and the variable must not add a second one."""
     workers = []
     for preset in PRESETS.values():
         prefix = preset.name.upper()
         raw_keys = env.get(f"{prefix}_API_KEYS", "")
-        if not raw_keys.strip():
+        if not raw_keys.strip() or f"{prefix}_API_KEYS" in claimed:
             continue
         model = env.get(f"{prefix}_MODEL", "").strip() or preset.default_model
         priority = env.get(f"{prefix}_PRIORITY")
@@ -504,7 +506,10 @@ def load_settings(environ: Mapping[str, str], toml_text: str | None = None) -> S
     if not isinstance(toml_workers, list):
         raise ConfigError("CORTEX_CONFIG workers: expected an array of tables ([[workers]])")
     workers = [_toml_worker(i, t, environ, timeouts) for i, t in enumerate(toml_workers)]
-    workers += _preset_workers(environ, timeouts)
+    claimed = {
+        t["api_keys_env"] for t in toml_workers if isinstance(t, dict) and isinstance(t.get("api_keys_env"), str)
+    }
+    workers += _preset_workers(environ, timeouts, claimed)
     for prefix, provider, stem in URL_LISTS:
         workers += _url_workers(environ, timeouts, prefix, provider, stem)
     real = [w for w in workers if w.provider != "demo"]

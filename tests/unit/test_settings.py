@@ -237,3 +237,9 @@ def test_invalid_keep_alive_names_its_source(value):
         load_settings(
             {}, f'[[workers]]\nname = "w"\nprovider = "ollama"\nbase_url = "http://h"\nkeep_alive = "{value}"'
         )
+
+
+def test_a_toml_worker_taking_a_presets_keys_variable_replaces_the_environment_worker():
+    toml = '[[workers]]\nname = "groq"\npreset = "groq"\napi_keys_env = "GROQ_API_KEYS"\nmodels = ["a", "b"]'
+    (worker,) = load_settings({"GROQ_API_KEYS": "gsk_1,gsk_2"}, toml).workers
+    assert worker.models == ("a", "b") and worker.api_keys == ("gsk_1", "gsk_2")
