@@ -8,16 +8,14 @@ variable or TOML key and what is wrong, so a bad deployment fails at start-up, l
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
-from app.keys import KEY_STRATEGIES
+from app import config_values as values
+from app.config_values import ConfigError
 from app.strategies import ALIASES, STRATEGIES, canonical_strategy
 from providers.base import Timeouts
 from providers.catalog import PRESETS, PROVIDERS, Preset
@@ -32,10 +30,6 @@ URL_LISTS: tuple[tuple[str, str, str], ...] = (
     ("OPENAI_COMPAT", "openai_compat", "compat"),
     ("OLLAMA", "ollama", "ollama"),
 )
-
-
-class ConfigError(ValueError):
-    """Configuration is invalid; the message names the variable or key and the reason."""
 
 
 @dataclass(frozen=True)
@@ -101,97 +95,6 @@ class Settings:
         return bool(self.workers) and all(w.provider == "demo" for w in self.workers)
 
 
-# --- small typed readers, each naming its source in the error ---------------------------
-
-
-def _number(source: str, raw: Any, *, minimum: float, maximum: float = math.inf, integer: bool = False) -> float:
-    if isinstance(raw, bool):
-        raise ConfigError(f"{source}: expected a number, got {raw!r}")
-    if isinstance(raw, str):
-        try:
-            raw = int(raw) if integer else float(raw)
-        except ValueError:
-            kind = "an integer" if integer else "a number"
-            raise ConfigError(f"{source}: expected {kind}, got {raw!r}") from None
-    if integer and not isinstance(raw, int):
-        raise ConfigError(f"{source}: expected an integer, got {raw!r}")
-    if not isinstance(raw, (int, float)) or not math.isfinite(raw):
-        raise ConfigError(f"{source}: expected a number, got {raw!r}")
-    if not minimum <= raw <= maximum:
-        bound = f"between {minimum:g} and {maximum:g}" if math.isfinite(maximum) else f"at least {minimum:g}"
-        raise ConfigError(f"{source}: must be {bound}, got {raw!r}")
-    return raw
-
-
-def _bool(source: str, raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{source}: expected true or false, got {raw!r}")
-
-
-def _url(source: str, raw: Any) -> str:
-    if not isinstance(raw, str):
-        raise ConfigError(f"{source}: expected a URL string, got {raw!r}")
-    url = raw.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{source}: expected an http:// or https:// URL, got {raw!r}")
-    if parts.username or parts.password:
-        raise ConfigError(f"{source}: put credentials in the key settings, not in the URL")
-    try:
-        parts.port  # noqa: B018 - validates the port
-    except ValueError:
-        raise ConfigError(f"{source}: the port in {raw!r} is invalid") from None
-    return url
-
-
-def _keys(source: str, raw: Any) -> tuple[str, ...]:
-    items = raw.split(",") if isinstance(raw, str) else raw
-    if not isinstance(items, list | tuple) or not all(isinstance(k, str) for k in items):
-        raise ConfigError(f"{source}: expected a comma-separated list (or TOML array) of keys")
-    keys = tuple(k.strip() for k in items if k.strip())
-    for index, key in enumerate(keys):
-        if any(ch.isspace() or ord(ch) < 32 for ch in key):
-            raise ConfigError(f"{source}: key #{index + 1} contains whitespace or control characters")
-    if len(set(keys)) != len(keys):
-        raise ConfigError(f"{source}: the same key is listed twice")
-    return keys
-
-
-def _names(source: str, raw: Any) -> tuple[str, ...]:
-    items = raw.split(",") if isinstance(raw, str) else raw
-    if not isinstance(items, list | tuple) or not all(isinstance(m, str) for m in items):
-        raise ConfigError(f"{source}: expected a list of model names")
-    return tuple(m.strip() for m in items if m.strip())
-
-
-def _priority(source: str, raw: Any) -> int:
-    return int(_number(source, raw, minimum=0, maximum=1_000_000, integer=True))
-
-
-def _worker_name(source: str, raw: Any) -> str:
-    if not isinstance(raw, str) or not raw or len(raw) > 64 or not all(c.isalnum() or c in "-_." for c in raw):
-        raise ConfigError(f"{source}: worker names are 1-64 letters, digits, '-', '_' or '.', got {raw!r}")
-    return raw
-
-
-def _timeouts(source: str, raw: Mapping[str, Any], base: Timeouts) -> Timeouts:
-    _reject_unknown(source, raw, {"connect", "first_token", "idle", "total"})
-    values = {k: _number(f"{source}.{k}", v, minimum=0.001, maximum=86400) for k, v in raw.items()}
-    return replace(base, **values)
-
-
-def _reject_unknown(source: str, table: Mapping[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
-
-
 # --- workers from the environment ----------------------------------------------------------
 
 
@@ -213,11 +116,11 @@ def _preset_workers(env: Mapping[str, str], timeouts: Timeouts, claimed: set[str
                 name=preset.name,
                 provider=preset.provider,
                 preset=preset.name,
-                base_url=_url(f"{prefix}_BASE_URL", base_url) if base_url else preset.base_url,
-                api_keys=_keys(f"{prefix}_API_KEYS", raw_keys),
+                base_url=values.url(f"{prefix}_BASE_URL", base_url) if base_url else preset.base_url,
+                api_keys=values.keys(f"{prefix}_API_KEYS", raw_keys),
                 models=(model,),
                 default_model=model,
-                priority=_priority(f"{prefix}_PRIORITY", priority) if priority else preset.priority,
+                priority=values.priority(f"{prefix}_PRIORITY", priority) if priority else preset.priority,
                 timeouts=timeouts,
             )
         )
@@ -231,11 +134,13 @@ def _url_workers(env: Mapping[str, str], timeouts: Timeouts, prefix: str, provid
     entries = [e.strip() for e in env.get(var, "").split(",") if e.strip()]
     if not entries:
         return []
-    keys = _keys(f"{prefix}_API_KEYS", env.get(f"{prefix}_API_KEYS", ""))
+    keys = values.keys(f"{prefix}_API_KEYS", env.get(f"{prefix}_API_KEYS", ""))
     model = env.get(f"{prefix}_MODEL", "").strip() or None
     priority_raw = env.get(f"{prefix}_PRIORITY")
-    priority = _priority(f"{prefix}_PRIORITY", priority_raw) if priority_raw else PROVIDERS[provider].default_priority
-    keep_alive = _keep_alive(f"{prefix}_KEEP_ALIVE", env.get(f"{prefix}_KEEP_ALIVE", "").strip() or None)
+    priority = (
+        values.priority(f"{prefix}_PRIORITY", priority_raw) if priority_raw else PROVIDERS[provider].default_priority
+    )
+    keep_alive = values.keep_alive(f"{prefix}_KEEP_ALIVE", env.get(f"{prefix}_KEEP_ALIVE", "").strip() or None)
     workers = []
     for index, entry in enumerate(entries, start=1):
         name, sep, url = entry.partition("=")
@@ -243,9 +148,9 @@ def _url_workers(env: Mapping[str, str], timeouts: Timeouts, prefix: str, provid
             name, url = (stem if len(entries) == 1 and stem != "compat" else f"{stem}-{index}"), entry
         workers.append(
             WorkerSpec(
-                name=_worker_name(var, name.strip()),
+                name=values.worker_name(var, name.strip()),
                 provider=provider,
-                base_url=_url(var, url),
+                base_url=values.url(var, url),
                 api_keys=keys,
                 models=(model,) if model else (),
                 default_model=model,
@@ -269,12 +174,12 @@ def _toml_keys(src: str, table: Mapping[str, Any], env: Mapping[str, str]) -> tu
     if "api_keys" in table and "api_keys_env" in table:
         raise ConfigError(f"{src}: give api_keys or api_keys_env, not both")
     if "api_keys" in table:
-        return _keys(f"{src}.api_keys", table["api_keys"])
+        return values.keys(f"{src}.api_keys", table["api_keys"])
     if "api_keys_env" in table:
         var = table["api_keys_env"]
         if not isinstance(var, str) or var not in env:
             raise ConfigError(f"{src}.api_keys_env: environment variable {var!r} is not set")
-        return _keys(var, env[var])
+        return values.keys(var, env[var])
     return ()
 
 
@@ -282,7 +187,7 @@ def _toml_models(
     src: str, table: Mapping[str, Any], provider: str, preset: Preset | None
 ) -> tuple[tuple[str, ...], str | None]:
     """(models, default model): the demo serves its own; a preset brings its default model."""
-    models = _names(f"{src}.models", table.get("models", []))
+    models = values.names(f"{src}.models", table.get("models", []))
     default_model = table.get("default_model")
     if default_model is not None and not (isinstance(default_model, str) and default_model.strip()):
         raise ConfigError(f"{src}.default_model: expected a model name")
@@ -295,16 +200,10 @@ def _toml_models(
     return models, default_model
 
 
-def _toml_table(source: str, raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a table")
-    return raw
-
-
 def _toml_worker(index: int, raw: Any, env: Mapping[str, str], timeouts: Timeouts) -> WorkerSpec:
-    table = _toml_table(f"CORTEX_CONFIG workers[{index}]", raw)
-    _reject_unknown(f"CORTEX_CONFIG workers[{index}]", table, _WORKER_KEYS)
-    name = _worker_name(f"CORTEX_CONFIG workers[{index}].name", table.get("name"))
+    table = values.table(f"CORTEX_CONFIG workers[{index}]", raw)
+    values.reject_unknown(f"CORTEX_CONFIG workers[{index}]", table, _WORKER_KEYS)
+    name = values.worker_name(f"CORTEX_CONFIG workers[{index}].name", table.get("name"))
     src = f"CORTEX_CONFIG workers[{index}] ({name})"
     preset = None
     if "preset" in table:
@@ -321,12 +220,12 @@ def _toml_worker(index: int, raw: Any, env: Mapping[str, str], timeouts: Timeout
         raw_url = table.get("base_url", preset.base_url if preset else None)
         if raw_url is None:
             raise ConfigError(f"{src}.base_url: required for provider {provider!r}")
-        base_url = _url(f"{src}.base_url", raw_url)
+        base_url = values.url(f"{src}.base_url", raw_url)
     models, default_model = _toml_models(src, table, provider, preset)
     default_priority = (
         preset.priority if preset else (DEMO_PRIORITY if provider == "demo" else PROVIDERS[provider].default_priority)
     )
-    headers = _toml_table(f"{src}.headers", table.get("headers", {}))
+    headers = values.table(f"{src}.headers", table.get("headers", {}))
     if not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{src}.headers: expected a table of string values")
     return WorkerSpec(
@@ -337,40 +236,18 @@ def _toml_worker(index: int, raw: Any, env: Mapping[str, str], timeouts: Timeout
         api_keys=_toml_keys(src, table, env),
         models=models,
         default_model=default_model,
-        priority=_priority(f"{src}.priority", table.get("priority", default_priority)),
-        timeouts=_timeouts(f"{src}.timeouts", _toml_table(f"{src}.timeouts", table.get("timeouts", {})), timeouts),
-        stream_usage=_bool(f"{src}.stream_usage", table.get("stream_usage", True)),
+        priority=values.priority(f"{src}.priority", table.get("priority", default_priority)),
+        timeouts=values.timeouts(
+            f"{src}.timeouts", values.table(f"{src}.timeouts", table.get("timeouts", {})), timeouts
+        ),
+        stream_usage=values.boolean(f"{src}.stream_usage", table.get("stream_usage", True)),
         extra_headers=dict(headers),
-        stream=_bool(f"{src}.stream", table.get("stream", True)),
-        keep_alive=_keep_alive(f"{src}.keep_alive", table.get("keep_alive")),
-        key_strategy=_key_strategy(f"{src}.key_strategy", table["key_strategy"]) if "key_strategy" in table else None,
+        stream=values.boolean(f"{src}.stream", table.get("stream", True)),
+        keep_alive=values.keep_alive(f"{src}.keep_alive", table.get("keep_alive")),
+        key_strategy=values.key_strategy(f"{src}.key_strategy", table["key_strategy"])
+        if "key_strategy" in table
+        else None,
     )
-
-
-def _key_strategy(source: str, raw: Any) -> str:
-    name = str(raw).strip().lower()
-    if name not in KEY_STRATEGIES:
-        raise ConfigError(f"{source}: unknown key strategy {raw!r} (known: {', '.join(KEY_STRATEGIES)})")
-    return name
-
-
-#: Go's time.ParseDuration syntax, which Ollama applies to a keep_alive string ("5m", "1h30m").
-_GO_DURATION = re.compile(r"[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+")
-
-
-def _keep_alive(source: str, raw: Any) -> str | None:
-    """Ollama accepts a duration string ("5m", "1h30m") or a number of seconds (-1: forever).
-    Checked here because Ollama answers every request with a 400 if it cannot parse it."""
-    if raw is None:
-        return None
-    text = str(raw).strip() if isinstance(raw, str | int | float) and not isinstance(raw, bool) else ""
-    try:
-        valid = math.isfinite(float(text))
-    except ValueError:
-        valid = _GO_DURATION.fullmatch(text) is not None
-    if not valid:
-        raise ConfigError(f'{source}: expected a duration such as "5m" or a number of seconds, got {raw!r}')
-    return text
 
 
 # --- the whole ---------------------------------------------------------------------------
@@ -419,7 +296,7 @@ def _parse_toml(toml_text: str | None) -> dict[str, Any]:
         doc = tomllib.loads(toml_text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"CORTEX_CONFIG: not valid TOML ({exc})") from None
-    _reject_unknown("CORTEX_CONFIG", doc, _TOP_KEYS)
+    values.reject_unknown("CORTEX_CONFIG", doc, _TOP_KEYS)
     return doc
 
 
@@ -435,11 +312,11 @@ def _scalars(env: Mapping[str, str], doc: Mapping[str, Any]) -> dict[str, tuple[
 
 
 def _global_timeouts(env: Mapping[str, str], doc: Mapping[str, Any]) -> Timeouts:
-    table = _toml_table("CORTEX_CONFIG timeouts", doc.get("timeouts", {}))
-    timeouts = _timeouts("CORTEX_CONFIG timeouts", table, Timeouts())
+    table = values.table("CORTEX_CONFIG timeouts", doc.get("timeouts", {}))
+    timeouts = values.timeouts("CORTEX_CONFIG timeouts", table, Timeouts())
     for var, key in _TIMEOUT_ENV:
         if env.get(var, "").strip():
-            timeouts = replace(timeouts, **{key: _number(var, env[var], minimum=0.001, maximum=86400)})
+            timeouts = replace(timeouts, **{key: values.number(var, env[var], minimum=0.001, maximum=86400)})
     return timeouts
 
 
@@ -447,7 +324,7 @@ def _demo_worker(mode: str, source: str, real_workers: list[WorkerSpec], timeout
     mode = str(mode).strip().lower()
     if mode not in ("auto", "on", "off", "true", "false", "1", "0", "yes", "no"):
         raise ConfigError(f"{source}: expected auto, on or off, got {mode!r}")
-    enabled = not real_workers if mode == "auto" else _bool(source, mode)
+    enabled = not real_workers if mode == "auto" else values.boolean(source, mode)
     if not enabled or any(w.provider == "demo" for w in real_workers):
         return []
     return [
@@ -467,7 +344,7 @@ def _resilience(scalars: Mapping[str, tuple[str, Any]]) -> dict[str, Any]:
 
     def number(key: str, default: float, **bounds: Any) -> float:
         source, raw = scalars.get(key, (key, default))
-        return _number(source, raw, **bounds)
+        return values.number(source, raw, **bounds)
 
     base = number("retry_backoff_base", 0.25, minimum=0, maximum=60)
     cap = number("retry_backoff_max", 2.0, minimum=0, maximum=600)
@@ -476,7 +353,7 @@ def _resilience(scalars: Mapping[str, tuple[str, Any]]) -> dict[str, Any]:
         raise ConfigError(f"{source}: must be at least the backoff base ({base:g}), got {cap:g}")
     key_source, key_raw = scalars.get("key_strategy", ("KEY_STRATEGY", "round_robin"))
     return {
-        "key_strategy": _key_strategy(key_source, key_raw),
+        "key_strategy": values.key_strategy(key_source, key_raw),
         "circuit_failures": int(number("circuit_failures", 5, minimum=0, maximum=10_000, integer=True)),
         "circuit_cooldown": number("circuit_cooldown", 30.0, minimum=0.1, maximum=86400),
         "max_attempts": int(number("max_attempts", 6, minimum=0, maximum=1000, integer=True)),
@@ -500,7 +377,7 @@ def load_settings(environ: Mapping[str, str], toml_text: str | None = None) -> S
 
     def number(key: str, default: float, **bounds: Any) -> float:
         source, raw = scalars.get(key, (key, default))
-        return _number(source, raw, **bounds)
+        return values.number(source, raw, **bounds)
 
     toml_workers = doc.get("workers", [])
     if not isinstance(toml_workers, list):
@@ -551,7 +428,7 @@ def _aliases(env: Mapping[str, str], doc: Mapping[str, Any]) -> dict[str, str]:
     """MODEL_ALIASES=fast=groq/llama-3.1-8b-instant,smart=gemini/gemini-2.5-flash, and the TOML
     [aliases] table; the environment wins for a name given in both."""
     aliases: dict[str, str] = {}
-    table = _toml_table("CORTEX_CONFIG aliases", doc.get("aliases", {}))
+    table = values.table("CORTEX_CONFIG aliases", doc.get("aliases", {}))
     items: list[tuple[str, str, Any]] = [(f"CORTEX_CONFIG aliases.{k}", k, v) for k, v in table.items()]
     for entry in (e.strip() for e in env.get("MODEL_ALIASES", "").split(",")):
         if entry:
