@@ -10,6 +10,8 @@ stream, a `ClientWatch` cancels everything the moment the client leaves.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from flask import Response, request
 
 from app.disconnect import ClientWatch
@@ -58,8 +60,30 @@ def _respond(gateway: Gateway, req: ChatRequest, encoder: Encoder, watch: Client
 
 
 def _watched(response: Response, watch: ClientWatch | None) -> Response:
-    """Keep watching the client until the WSGI server closes the response (always called,
-    however the stream ends)."""
+    """Keep watching the client until the WSGI server closes the response body, which it always
+    does, however the stream ends. (Not `call_on_close`: with `direct_passthrough` werkzeug
+    hands the body to the server as is, and its close callbacks never run.)"""
     if watch is not None:
-        response.call_on_close(watch.stop)
+        response.response = WatchedBody(response.response, watch)  # type: ignore[arg-type]
     return response
+
+
+class WatchedBody:
+    """A response body whose `close()` also ends the client watch."""
+
+    __slots__ = ("_body", "_watch")
+
+    def __init__(self, body: Iterable[bytes], watch: ClientWatch) -> None:
+        self._body = iter(body)
+        self._watch = watch
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._body
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._watch.stop()

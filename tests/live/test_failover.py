@@ -51,11 +51,17 @@ def test_503_with_every_attempt_explained_when_all_workers_fail(fake_openai, gat
         body = response.json()
         assert body["error"] == "No workers available"
         assert set(body) >= {"error", "details", "timestamp"}
+        # One round over every worker, then rounds (after a backoff) over those whose failure may
+        # pass, until MAX_ATTEMPTS (6): the refused connection is not retried.
         assert [(a["worker"], a["kind"], a["status"]) for a in body["attempts"]] == [
             ("refused", "connect", None),
             ("broken", "server", 500),
             ("empty", "empty", None),
+            ("broken", "server", 500),
+            ("empty", "empty", None),
+            ("broken", "server", 500),
         ]
+        assert "no attempt left within MAX_ATTEMPTS" in body["details"]
         assert "Traceback" not in response.text
 
 
