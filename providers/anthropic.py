@@ -68,6 +68,7 @@ from providers.errors import (
 )
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
 from providers.sse import SSEDecoder, SSEEvent
+from providers.wire import json_body, sampling_fields
 
 INFO = ProviderInfo(
     type="anthropic",
@@ -115,10 +116,6 @@ _QUOTA_CODES = frozenset({"enforced_spend_limit_reached"})
 #: "You will regain access on 2026-04-01 at 00:00 UTC." in a spend-limit message.
 _REGAIN = re.compile(r"regain access on (\d{4}-\d{2}-\d{2}) at (\d{2}:\d{2}) UTC")
 _RATE_LIMITS = ("requests", "tokens", "input-tokens", "output-tokens")
-
-
-def _encode(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _set(headers: dict[str, str], name: str, value: str) -> None:
@@ -175,13 +172,10 @@ def build_chat(endpoint: Endpoint, params: ChatParams, key: str | None) -> Prepa
         body["system"] = system
     if params.temperature is not None:
         body["temperature"] = min(params.temperature, MAX_TEMPERATURE)
-    if params.top_p is not None:
-        body["top_p"] = params.top_p
-    if params.stop:
-        body["stop_sequences"] = list(params.stop)
+    body.update(sampling_fields(params, temperature=None, max_tokens=None, stop="stop_sequences"))
     headers = _headers(endpoint, key, "text/event-stream" if endpoint.stream else "application/json")
     _set(headers, "content-type", "application/json")
-    return PreparedCall("POST", endpoint.base_url.rstrip("/") + "/v1/messages", headers, _encode(body))
+    return PreparedCall("POST", endpoint.base_url.rstrip("/") + "/v1/messages", headers, json_body(body))
 
 
 def build_models(endpoint: Endpoint, key: str | None) -> PreparedCall:

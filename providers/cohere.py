@@ -74,6 +74,7 @@ from providers.errors import (
 )
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
 from providers.sse import SSEDecoder
+from providers.wire import json_body, sampling_fields
 
 INFO = ProviderInfo(
     type="cohere",
@@ -95,10 +96,6 @@ _MONTHLY = re.compile(r"/\s*month|per month|monthly", re.IGNORECASE)
 _RATE = re.compile(r"rate limit|too many requests|per minute|try again later", re.IGNORECASE)
 
 
-def _encode(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def _headers(endpoint: Endpoint, key: str | None, accept: str) -> dict[str, str]:
     headers = dict(endpoint.extra_headers)
     if key:
@@ -113,19 +110,12 @@ def build_chat(endpoint: Endpoint, params: ChatParams, key: str | None) -> Prepa
         "messages": [{"role": m.role, "content": m.content} for m in params.messages],
         "stream": endpoint.stream,
     }
-    if params.temperature is not None:
-        body["temperature"] = params.temperature
-    if params.max_tokens is not None:
-        body["max_tokens"] = params.max_tokens
-    if params.top_p is not None:
-        body["p"] = params.top_p
-    if params.stop:
-        body["stop_sequences"] = list(params.stop)
+    body.update(sampling_fields(params, top_p="p", stop="stop_sequences"))
     headers = _headers(endpoint, key, "text/event-stream" if endpoint.stream else "application/json")
     headers["Content-Type"] = "application/json"
     if endpoint.stream:
         headers["Accept-Encoding"] = "identity"
-    return PreparedCall("POST", endpoint.base_url.rstrip("/") + "/v2/chat", headers, _encode(body))
+    return PreparedCall("POST", endpoint.base_url.rstrip("/") + "/v2/chat", headers, json_body(body))
 
 
 def build_models(endpoint: Endpoint, key: str | None) -> PreparedCall:

@@ -41,6 +41,7 @@ from providers.base import ChatParams, Endpoint, PreparedCall, ProviderInfo, Wir
 from providers.errors import ErrorKind, UpstreamError, excerpt, header, kind_for_status, malformed, parse_retry_after
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
 from providers.sse import SSEDecoder, SSEEvent
+from providers.wire import json_body, sampling_fields
 
 INFO = ProviderInfo(
     type="gemini",
@@ -76,10 +77,6 @@ _TYPE_PREFIX = "type.googleapis.com/google.rpc."
 _STRAY_LIMIT = 64 * 1024
 _SSE_FIELDS = frozenset({"data", "event", "id", "retry"})
 _INTERRUPTED = "the upstream stream ended before it was complete"
-
-
-def _encode(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _headers(endpoint: Endpoint, key: str | None, accept: str) -> dict[str, str]:
@@ -119,15 +116,7 @@ def build_chat(endpoint: Endpoint, params: ChatParams, key: str | None) -> Prepa
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}
-    config: dict[str, Any] = {}
-    if params.temperature is not None:
-        config["temperature"] = params.temperature
-    if params.max_tokens is not None:
-        config["maxOutputTokens"] = params.max_tokens
-    if params.top_p is not None:
-        config["topP"] = params.top_p
-    if params.stop:
-        config["stopSequences"] = list(params.stop)
+    config = sampling_fields(params, max_tokens="maxOutputTokens", top_p="topP", stop="stopSequences")
     if config:
         body["generationConfig"] = config
     url = f"{endpoint.base_url.rstrip('/')}/{_model_path(params.model)}"
@@ -139,7 +128,7 @@ def build_chat(endpoint: Endpoint, params: ChatParams, key: str | None) -> Prepa
         url += ":generateContent"
         headers = _headers(endpoint, key, "application/json")
     headers["Content-Type"] = "application/json"
-    return PreparedCall("POST", url, headers, _encode(body))
+    return PreparedCall("POST", url, headers, json_body(body))
 
 
 def build_models(endpoint: Endpoint, key: str | None) -> PreparedCall:

@@ -46,6 +46,7 @@ from providers.errors import (
 )
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
 from providers.ndjson import Document, Malformed, NDJSONDecoder, Truncated
+from providers.wire import json_body, sampling_fields
 
 INFO = ProviderInfo(
     type="ollama",
@@ -62,10 +63,6 @@ _MODEL_MISSING = re.compile(r"\bmodel\b.*\bnot found\b", re.IGNORECASE | re.DOTA
 #: `"x" does not support chat` (errCapabilityCompletion): this worker's model cannot chat, another may.
 _CANNOT_CHAT = re.compile(r"does not support (chat|completion|generate)", re.IGNORECASE)
 _RATE_LIMIT = re.compile(r"rate.?limit|too many requests", re.IGNORECASE)
-
-
-def _encode(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _headers(endpoint: Endpoint, key: str | None, accept: str) -> dict[str, str]:
@@ -99,22 +96,14 @@ def build_chat(endpoint: Endpoint, params: ChatParams, key: str | None) -> Prepa
         "messages": [{"role": m.role, "content": m.content} for m in params.messages],
         "stream": endpoint.stream,
     }
-    options: dict[str, Any] = {}
-    if params.temperature is not None:
-        options["temperature"] = params.temperature
-    if params.max_tokens is not None:
-        options["num_predict"] = params.max_tokens
-    if params.top_p is not None:
-        options["top_p"] = params.top_p
-    if params.stop:
-        options["stop"] = list(params.stop)
+    options = sampling_fields(params, max_tokens="num_predict")
     if options:
         body["options"] = options
     if endpoint.keep_alive is not None:
         body["keep_alive"] = keep_alive_value(endpoint.keep_alive)
     headers = _headers(endpoint, key, "application/x-ndjson" if endpoint.stream else "application/json")
     headers["Content-Type"] = "application/json"
-    return PreparedCall("POST", endpoint.base_url.rstrip("/") + "/api/chat", headers, _encode(body))
+    return PreparedCall("POST", endpoint.base_url.rstrip("/") + "/api/chat", headers, json_body(body))
 
 
 def build_models(endpoint: Endpoint, key: str | None) -> PreparedCall:

@@ -40,6 +40,7 @@ from providers.errors import (
 )
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
 from providers.sse import SSEDecoder, SSEEvent
+from providers.wire import json_body, sampling_fields
 
 INFO = ProviderInfo(
     type="openai_compat",
@@ -52,10 +53,6 @@ INFO = ProviderInfo(
 _MODEL_MISSING_CODES = frozenset({"model_not_found", "model_decommissioned"})
 _RATE_CODES = frozenset({"rate_limit_exceeded", "tokens", "requests", "rate_limit_error"})
 _QUOTA_CODES = frozenset({"insufficient_quota", "quota_exceeded"})
-
-
-def _encode(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _auth_headers(endpoint: Endpoint, key: str | None) -> dict[str, str]:
@@ -73,20 +70,13 @@ def build_chat(endpoint: Endpoint, params: ChatParams, key: str | None) -> Prepa
     }
     if endpoint.stream and endpoint.stream_usage:
         body["stream_options"] = {"include_usage": True}
-    if params.temperature is not None:
-        body["temperature"] = params.temperature
-    if params.max_tokens is not None:
-        body["max_tokens"] = params.max_tokens
-    if params.top_p is not None:
-        body["top_p"] = params.top_p
-    if params.stop:
-        body["stop"] = list(params.stop)
+    body.update(sampling_fields(params))
     if params.user:
         body["user"] = params.user
     headers = _auth_headers(endpoint, key)
     accept = "text/event-stream" if endpoint.stream else "application/json"
     headers.update({"Content-Type": "application/json", "Accept": accept, "Accept-Encoding": "identity"})
-    return PreparedCall("POST", endpoint.base_url.rstrip("/") + "/chat/completions", headers, _encode(body))
+    return PreparedCall("POST", endpoint.base_url.rstrip("/") + "/chat/completions", headers, json_body(body))
 
 
 def build_models(endpoint: Endpoint, key: str | None) -> PreparedCall:
