@@ -97,3 +97,18 @@ def test_leaving_during_a_long_pause_mid_stream(fake_openai, gateway):
         assert upstream.streams[0].sent == 1 and not upstream.streams[0].finished
     finally:
         gate.set()
+
+
+def test_a_finished_stream_stops_watching_its_client(fake_openai, gateway):
+    """The watch ends with the response. It used to outlive it (Werkzeug drops `call_on_close`
+    callbacks of a `direct_passthrough` response), peek at the idle keep-alive socket after
+    gunicorn had closed it, and crash with a traceback in the log."""
+    upstream = fake_openai(chat=Stream(chunks=["done"]))
+    gw = gateway(worker_toml("up", upstream.base_url), env=SLOW)
+    with send(gw.port, "/api/chat", CHAT) as client:
+        received = read_until(client, b"done")
+        while data := client.recv(65536):  # gunicorn closes the idle keep-alive connection (KEEPALIVE=1)
+            received += data
+    assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"0\r\n\r\n")
+    leaked = eventually(lambda: "client disconnected" in gw.log() or "Traceback" in gw.log(), timeout=1.0)
+    assert not leaked, gw.log()
