@@ -58,7 +58,7 @@ def _respond(gateway: Gateway, req: ChatRequest, encoder: Encoder, watch: Client
 
 
 def _watched(body: Iterator[bytes], watch: ClientWatch | None) -> Iterable[bytes]:
-    """Keep watching the client until the WSGI server closes the response iterable (always
-    called, however the stream ends). Not `Response.call_on_close`: Werkzeug hands a
-    `direct_passthrough` body to the server as is, so those callbacks would never run."""
+    """Keep watching the client until the WSGI server closes the body (always called, however
+    the stream ends). Not `Response.call_on_close`: Werkzeug hands a direct_passthrough body
+    to the server as is and never calls those callbacks, so the watch outlived the response."""
     return body if watch is None else ClosingIterator(body, watch.stop)
