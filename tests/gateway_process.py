@@ -71,7 +71,7 @@ class GatewayProcess:
                 with requests.get(self.url + "/api/health", timeout=1) as response:
                     if response.status_code in (200, 503):
                         return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or a busy machine
                 pass
             time.sleep(0.05)
         self.stop()
