@@ -1,48 +1,69 @@
-"""Shared fixtures: fake upstreams on 127.0.0.1 and the gateway under gunicorn+gevent."""
+"""Shared fixtures: fake upstreams on 127.0.0.1 and the gateway under gunicorn+gevent.
+
+Every `fake_*` fixture is a factory: call it once per upstream a test needs (keyword
+arguments go to the fake's constructor); all of them stop at teardown. Each fake's
+`base_url` is what a worker's TOML `base_url` is set to for that provider, as for the real
+service: `…/v1` (OpenAI-compatible, like Groq's `…/openai/v1`), `…/v1beta` (Gemini), and the
+server root for Cohere, Anthropic and Ollama (their adapters append `/v2/chat`,
+`/v1/messages`, `/api/chat`).
+"""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.cohere_server import FakeCohere
+from tests.fakes.factory import fake_factory
+from tests.fakes.gemini_server import FakeGemini
+from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.openai_server import FakeOpenAI
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import GatewayProcess, gateway_factory
 
 
 @pytest.fixture
 def fake_openai() -> Iterator[Callable[..., FakeOpenAI]]:
-    """Factory: start as many fake OpenAI-compatible upstreams as a test needs."""
-    started: list[FakeOpenAI] = []
+    """Factory: fake OpenAI-compatible upstreams (OpenAI, Groq, OpenRouter, vLLM...)."""
+    with fake_factory(FakeOpenAI) as make:
+        yield make
 
-    def make(**kwargs: Any) -> FakeOpenAI:
-        fake = FakeOpenAI(**kwargs).start()
-        started.append(fake)
-        return fake
 
-    yield make
-    for fake in started:
-        fake.stop()
+@pytest.fixture
+def fake_gemini() -> Iterator[Callable[..., FakeGemini]]:
+    """Factory: fake Gemini API (v1beta) upstreams."""
+    with fake_factory(FakeGemini) as make:
+        yield make
+
+
+@pytest.fixture
+def fake_cohere() -> Iterator[Callable[..., FakeCohere]]:
+    """Factory: fake Cohere (Chat API v2) upstreams."""
+    with fake_factory(FakeCohere) as make:
+        yield make
+
+
+@pytest.fixture
+def fake_anthropic() -> Iterator[Callable[..., FakeAnthropic]]:
+    """Factory: fake Anthropic (Messages API) upstreams."""
+    with fake_factory(FakeAnthropic) as make:
+        yield make
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[Callable[..., FakeOllama]]:
+    """Factory: fake Ollama servers (native API)."""
+    with fake_factory(FakeOllama) as make:
+        yield make
 
 
 @pytest.fixture
 def gateway(tmp_path) -> Iterator[Callable[..., GatewayProcess]]:  # type: ignore[no-untyped-def]
     """Factory: start Cortex under gunicorn (gevent workers) on a free loopback port."""
-    started: list[GatewayProcess] = []
-
-    def make(toml: str = "", env: dict[str, str] | None = None, workers: int = 1) -> GatewayProcess:
-        process = GatewayProcess(tmp_path / f"gateway-{len(started)}", toml=toml, env=env or {}, workers=workers)
-        started.append(process)
-        process.start()
-        return process
-
-    yield make
-    for process in started:
-        process.stop()
-    for process in started:
-        assert not process.problems(), f"gateway log has problems:\n{process.log()}"
+    with gateway_factory(tmp_path) as make:
+        yield make
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -69,7 +71,7 @@ class GatewayProcess:
                 with requests.get(self.url + "/api/health", timeout=1) as response:
                     if response.status_code in (200, 503):
                         return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or a busy machine
                 pass
             time.sleep(0.05)
         self.stop()
@@ -94,3 +96,24 @@ class GatewayProcess:
         if self.process is not None:
             self._log.close()
         self.process = None
+
+
+@contextmanager
+def gateway_factory(root: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """Yield `make(toml, env, workers)`, which starts one gateway in a directory under `root`;
+    on exit, stop them all and fail if a log shows a traceback or a patching warning."""
+    started: list[GatewayProcess] = []
+
+    def make(toml: str = "", env: dict[str, str] | None = None, workers: int = 1) -> GatewayProcess:
+        process = GatewayProcess(root / f"gateway-{len(started)}", toml=toml, env=env or {}, workers=workers)
+        started.append(process)
+        process.start()
+        return process
+
+    try:
+        yield make
+    finally:
+        for process in started:
+            process.stop()
+    for process in started:
+        assert not process.problems(), f"gateway log has problems:\n{process.log()}"

@@ -24,7 +24,6 @@ from tests.fakes.anthropic_server import (
     PROMPT_TOO_LONG,
     REQUEST_TOO_LARGE,
     Error,
-    FakeAnthropic,
     Reply,
     refusal,
 )
@@ -33,21 +32,6 @@ from tests.fakes.http_server import eventually
 KEY = "sk-ant-api03-secret-key-0123456789"
 PARAMS = ChatParams((Message("system", "be nice"), Message("user", "hello world")), DEFAULT_MODEL)
 TIMEOUTS = Timeouts(connect=2, first_token=5, idle=5, total=10)
-
-
-@pytest.fixture
-def fake_anthropic() -> Iterator[Callable[..., FakeAnthropic]]:
-    """Factory: start as many fake Anthropic upstreams as a test needs."""
-    started: list[FakeAnthropic] = []
-
-    def make(**kwargs: Any) -> FakeAnthropic:
-        fake = FakeAnthropic(**kwargs).start()
-        started.append(fake)
-        return fake
-
-    yield make
-    for fake in started:
-        fake.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
 from providers.http import HttpAdapter
 from providers.transport import Transport
 from tests.fakes import cohere_server as fake
-from tests.fakes.cohere_server import EmptyStream, Error, FakeCohere, InBandError, Raw, Stream
+from tests.fakes.cohere_server import EmptyStream, Error, InBandError, Raw, Stream
 
 KEY = "co-test-key-0123456789"
 PARAMS = ChatParams(
@@ -28,20 +28,6 @@ TIMEOUTS = Timeouts(connect=2, first_token=5, idle=5, total=10)
 HELLO = [TextDelta("Hello"), TextDelta(" from"), TextDelta(" the"), TextDelta(" fake"), TextDelta("!")]
 #: The fake counts prompt words (4) as billed input and adds 200 for `tokens`; output is one per chunk.
 HELLO_USAGE = Usage(204, 5)
-
-
-@pytest.fixture
-def fake_cohere() -> Iterator[Callable[..., FakeCohere]]:
-    started: list[FakeCohere] = []
-
-    def make(**kwargs: Any) -> FakeCohere:
-        upstream = FakeCohere(**kwargs).start()
-        started.append(upstream)
-        return upstream
-
-    yield make
-    for upstream in started:
-        upstream.stop()
 
 
 @pytest.fixture

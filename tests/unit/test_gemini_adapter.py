@@ -26,20 +26,6 @@ TIMEOUTS = Timeouts(connect=2, first_token=5, idle=5, total=10)
 
 
 @pytest.fixture
-def fake_gemini() -> Iterator[Callable[..., FakeGemini]]:
-    started: list[FakeGemini] = []
-
-    def make(**kwargs: Any) -> FakeGemini:
-        upstream = FakeGemini(**kwargs).start()
-        started.append(upstream)
-        return upstream
-
-    yield make
-    for upstream in started:
-        upstream.stop()
-
-
-@pytest.fixture
 def adapter_for() -> Iterator[Callable[..., HttpAdapter]]:
     transport = Transport(pool_size=4)
 

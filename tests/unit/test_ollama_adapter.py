@@ -16,25 +16,11 @@ from providers.events import Finish, StreamFailure, TextDelta, Usage
 from providers.http import HttpAdapter
 from providers.transport import Transport
 from tests.fakes.http_server import eventually
-from tests.fakes.ollama_server import SERVER_BUSY, Chat, Error, FakeOllama, error_body
+from tests.fakes.ollama_server import SERVER_BUSY, Chat, Error, error_body
 
 PARAMS = ChatParams((Message("system", "be brief"), Message("user", "hello world")), "llama3.2", max_tokens=50)
 TIMEOUTS = Timeouts(connect=2, first_token=5, idle=5, total=10)
 HELLO = [TextDelta("Hello"), TextDelta(" from"), TextDelta(" the"), TextDelta(" fake"), TextDelta("!")]
-
-
-@pytest.fixture
-def fake_ollama() -> Iterator[Callable[..., FakeOllama]]:
-    started: list[FakeOllama] = []
-
-    def make(**kwargs: Any) -> FakeOllama:
-        fake = FakeOllama(**kwargs).start()
-        started.append(fake)
-        return fake
-
-    yield make
-    for fake in started:
-        fake.stop()
 
 
 @pytest.fixture
