@@ -10,7 +10,10 @@ stream, a `ClientWatch` cancels everything the moment the client leaves.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from flask import Response, request
+from werkzeug.wsgi import ClosingIterator
 
 from app.disconnect import ClientWatch
 from app.formats.base import Encoder
@@ -41,9 +44,8 @@ def _respond(gateway: Gateway, req: ChatRequest, encoder: Encoder, watch: Client
         pending.cancel()
         raise
     if not committed:
-        body = relay_after_keepalives(pending, encoder, interval)
-        response = Response(body, content_type=encoder.content_type, headers=STREAM_HEADERS, direct_passthrough=True)
-        return _watched(response, watch)
+        body = _watched(relay_after_keepalives(pending, encoder, interval), watch)
+        return Response(body, content_type=encoder.content_type, headers=STREAM_HEADERS, direct_passthrough=True)
     dispatch = pending.result()  # raises the dispatch's ApiError: a real status code
     headers = {
         **STREAM_HEADERS,
@@ -51,15 +53,12 @@ def _respond(gateway: Gateway, req: ChatRequest, encoder: Encoder, watch: Client
         "X-Cortex-Model": dispatch.model,
         "X-Cortex-Attempts": str(dispatch.attempt_count),
     }
-    response = Response(
-        relay(dispatch, encoder), content_type=encoder.content_type, headers=headers, direct_passthrough=True
-    )
-    return _watched(response, watch)
+    body = _watched(relay(dispatch, encoder), watch)
+    return Response(body, content_type=encoder.content_type, headers=headers, direct_passthrough=True)
 
 
-def _watched(response: Response, watch: ClientWatch | None) -> Response:
-    """Keep watching the client until the WSGI server closes the response (always called,
-    however the stream ends)."""
-    if watch is not None:
-        response.call_on_close(watch.stop)
-    return response
+def _watched(body: Iterator[bytes], watch: ClientWatch | None) -> Iterable[bytes]:
+    """Keep watching the client until the WSGI server closes the body (always called, however
+    the stream ends). Not `Response.call_on_close`: Werkzeug hands a direct_passthrough body
+    to the server as is and never calls those callbacks, so the watch outlived the response."""
+    return body if watch is None else ClosingIterator(body, watch.stop)

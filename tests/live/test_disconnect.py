@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 
 import pytest
 import requests
@@ -97,3 +98,18 @@ def test_leaving_during_a_long_pause_mid_stream(fake_openai, gateway):
         assert upstream.streams[0].sent == 1 and not upstream.streams[0].finished
     finally:
         gate.set()
+
+
+def test_a_finished_stream_stops_watching_its_client(fake_openai, gateway):
+    """Once a streamed response is complete, closing the (keep-alive) connection cancels
+    nothing and crashes nothing: the watch ends with the response instead of outliving it
+    and peeking at a socket the server has closed."""
+    upstream = fake_openai(chat=Stream(chunks=["done"]))
+    gw = gateway(worker_toml("up", upstream.base_url), env=SLOW)
+    for path, body in (("/api/chat", CHAT), ("/v1/chat/completions", {**CHAT, "stream": True})):
+        client = send(gw.port, path, body)
+        read_until(client, b"0\r\n\r\n")  # the whole chunked response; the connection stays open
+        client.close()
+    time.sleep(0.6)  # more than two watch intervals: a leftover watch would have seen the EOF
+    assert "client disconnected" not in gw.log()
+    assert not gw.problems(), gw.log()
