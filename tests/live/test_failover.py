@@ -51,11 +51,17 @@ def test_503_with_every_attempt_explained_when_all_workers_fail(fake_openai, gat
         body = response.json()
         assert body["error"] == "No workers available"
         assert set(body) >= {"error", "details", "timestamp"}
+        # a 500 and an empty answer are transient: new rounds retry them (after a backoff) until
+        # MAX_ATTEMPTS (6) is spent; a refused connection is not retried
         assert [(a["worker"], a["kind"], a["status"]) for a in body["attempts"]] == [
             ("refused", "connect", None),
             ("broken", "server", 500),
             ("empty", "empty", None),
+            ("broken", "server", 500),
+            ("empty", "empty", None),
+            ("broken", "server", 500),
         ]
+        assert body["details"].startswith("no attempt left within MAX_ATTEMPTS")
         assert "Traceback" not in response.text
 
 
