@@ -36,12 +36,15 @@ class ClientGone(GreenletExit):
 
 def peer_closed(sock: socket.socket) -> bool | None:
     """True: the peer closed (EOF or reset). False: still there, nothing to read. None: it sent
-    more bytes (a pipelined request), so EOF cannot be seen any more."""
+    more bytes (a pipelined request), so EOF cannot be seen any more, or the server has
+    closed the socket itself (its fileno is -1), so there is nothing left to watch."""
     try:
         readable, _, _ = select.select([sock], [], [], 0)
         if not readable:
             return False
         return True if sock.recv(1, socket.MSG_PEEK) == b"" else None
+    except ValueError:
+        return None
     except OSError:
         return True
 

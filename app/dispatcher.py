@@ -198,8 +198,9 @@ class Dispatcher:
     # --- planning -----------------------------------------------------------------------
 
     def plan(self, req: ChatRequest) -> list[tuple[Worker, str]]:
-        """Eligible (worker, model) pairs in the order to try them: workers the health check
-        has not seen fail first, in strategy order; known-unavailable ones last, as a last resort."""
+        """Eligible (worker, model) pairs in the order to try them, in strategy order: workers
+        a health probe saw fail after the rest, workers whose circuit is open (live failures)
+        last, as a last resort."""
         snapshot = self.health.snapshot
         target = resolve_target(req.model, req.provider, self.provider_names, self.settings.model_aliases)
         if target.provider is not None:
@@ -230,9 +231,8 @@ class Dispatcher:
         now = self.clock()
         strategy = self.strategies[req.strategy] if req.strategy else self.strategy
         ranked = strategy.order(eligible, now)
-        # Stable sorts keep the strategy's order within each group: workers health has seen fail
-        # go after the rest, and workers whose circuit is open go last, as a last resort.
-        ranked.sort(key=lambda w: (w.circuit.blocked(now), not snapshot.of(w.name).available))
+        # A stable sort keeps the strategy's order within each group.
+        ranked.sort(key=lambda w: (w.circuit.blocked(now), snapshot.of(w.name).demoted))
         return [(w, models[w.name]) for w in ranked]
 
     # --- the two ways to consume an answer -------------------------------------------------

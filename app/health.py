@@ -34,10 +34,20 @@ class WorkerHealth:
     latency: float | None = None
     error: str | None = None
     models: tuple[str, ...] = ()
+    #: The status comes from live traffic (`record_live`), not from a probe.
+    live: bool = False
 
     @property
     def available(self) -> bool:
         return self.status != UNAVAILABLE
+
+    @property
+    def demoted(self) -> bool:
+        """A probe saw the worker fail and no request has seen it work since: dispatch tries it
+        after the others. A live failure alone does not demote: counting those is the
+        circuit's job (CIRCUIT_FAILURES in a row), else one blip would exile a worker until
+        the next probe, or for good with health checks off."""
+        return self.status == UNAVAILABLE and not self.live
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +114,14 @@ class HealthMonitor:
                 return
             if previous.status == UNAVAILABLE:
                 log.info("worker %s answered a request: healthy again", name)
-            current = WorkerHealth(HEALTHY, self.clock(), previous.latency, None, previous.models)
+            current = WorkerHealth(HEALTHY, self.clock(), previous.latency, None, previous.models, live=True)
         else:
             if previous.status != UNAVAILABLE:
                 log.warning("worker %s failed a request: %s", name, error)
             current = WorkerHealth(
-                UNAVAILABLE, self.clock(), previous.latency, f"live request: {error}", previous.models
-            )
+                UNAVAILABLE, self.clock(), previous.latency, f"live request: {error}", previous.models,
+                live=not previous.demoted,  # a worker a probe saw fail stays demoted
+            )  # fmt: skip
         workers = dict(self.snapshot.workers)
         workers[name] = current
         self.snapshot = HealthSnapshot(MappingProxyType(workers), self.snapshot.taken_at)

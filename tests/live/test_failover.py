@@ -3,6 +3,8 @@ errors, empty streams and rate-limited keys, and the 503 when nothing can answer
 
 from __future__ import annotations
 
+import time
+
 import requests
 
 from tests.fakes.openai_server import EmptyStream, Error, Hang, Stream
@@ -106,8 +108,12 @@ def test_hung_upstream_is_abandoned_after_the_first_token_timeout(fake_openai, g
     gw = gateway(worker_toml("hung", hung.base_url, priority=1) + worker_toml("healthy", healthy.base_url, priority=2),
                  env={"FIRST_TOKEN_TIMEOUT": "0.5"})  # fmt: skip
 
+    started = time.monotonic()
     response = requests.post(gw.url + "/api/chat", json=CHAT, timeout=10)
+    elapsed = time.monotonic() - started
     assert response.status_code == 200 and response.text == "rescued"
     assert response.headers["X-Cortex-Worker"] == "healthy" and response.headers["X-Cortex-Attempts"] == "2"
+    assert 0.5 <= elapsed < 2.5  # abandoned at the timeout, not before and not much later
+    assert len(hung.hung) == 1  # a timeout is not retried in a new round
     # the gateway hung up on the silent upstream instead of leaving the request open there
     assert hung.hung[0].closed_by_peer.wait(timeout=5)

@@ -10,6 +10,7 @@ import threading
 import pytest
 import requests
 
+from tests.fakes.http_server import eventually
 from tests.fakes.openai_server import Stream
 from tests.live.helpers import CHAT, worker_toml
 
@@ -48,6 +49,9 @@ def test_stream_cut_mid_way_ends_with_explicit_error_marker(fake_openai, gateway
     assert body.endswith("\n")
     last_line = body.rstrip("\n").rsplit("\n", 1)[-1]
     assert last_line.startswith("[cortex-error] interrupted: ")
+    # and the operator can see it: a warning naming the worker, and the stream's outcome
+    assert eventually(lambda: "WARNING cortex.relay: stream from up failed mid-way: interrupted: " in gw.log())
+    assert eventually(lambda: "outcome=failed_mid_stream:interrupted" in gw.log())
 
 
 def test_client_disconnect_closes_the_upstream_connection(fake_openai, gateway):

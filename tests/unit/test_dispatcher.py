@@ -67,6 +67,9 @@ def make(
     clock: list[float] | None = None,
     **timeouts: float,
 ) -> Dispatcher:
+    # libev caches the loop's time: after tests that blocked this thread without running the
+    # loop it is stale, and a scripted pause would end at once instead of after its seconds.
+    gevent.get_hub().loop.update_now()
     t = Timeouts(**timeouts)
     specs = [
         WorkerSpec(name, "openai_compat", "http://x", (keys or {}).get(name, ()), ("m",), "m", i, t)
@@ -233,3 +236,161 @@ def test_client_leaving_mid_stream_closes_the_upstream():
     assert next(stream) == b"1 "
     stream.close()  # what the WSGI server does when the client has gone
     assert long.closed == 1 and dispatch.worker.in_flight == 0
+
+
+# --- circuit, rounds, strategies and health as the dispatcher drives them ------------------
+
+REFUSED = UpstreamError(ErrorKind.CONNECT, "refused")
+HTTP_500 = UpstreamError(ErrorKind.SERVER, "HTTP 500", status=500)
+
+
+def served_by(dispatcher: Dispatcher, req: ChatRequest = REQ) -> str:
+    dispatch = dispatcher.open_stream(req)
+    dispatch.close()
+    return dispatch.worker.name
+
+
+def test_circuit_opens_after_five_failures_in_a_row_then_skips_tries_last_and_closes_after_one_trial():
+    """A single live failure does not demote a worker: it stays first until its circuit opens."""
+    clock = [1000.0]
+    flaky = Scripted(REFUSED, HTTP_500, REFUSED, HTTP_500, REFUSED, REFUSED)
+    spare = Scripted(OK)
+    dispatcher = make(("flaky", flaky), ("spare", spare), clock=clock)
+    circuit = dispatcher.pool.get("flaky").circuit  # type: ignore[union-attr]
+    for n in range(1, 6):
+        dispatch = dispatcher.open_stream(REQ)
+        dispatch.close()
+        assert (dispatch.worker.name, dispatch.attempt_count, len(flaky.calls)) == ("spare", 2, n)
+    assert circuit.state(clock[0]) == "open"
+
+    for _ in range(3):  # open: the spare answers and the flaky worker is not called at all
+        assert served_by(dispatcher) == "spare"
+    assert len(flaky.calls) == 5
+
+    spare.behaviours.insert(0, REFUSED)  # the spare fails once: the open worker is the last resort
+    with pytest.raises(NoWorkersAvailable) as info:
+        dispatcher.open_stream(REQ)
+    assert [a["worker"] for a in info.value.extra["attempts"]] == ["spare", "flaky"]
+    assert len(flaky.calls) == 6 and circuit.state(clock[0]) == "open"
+
+    clock[0] += 30  # the cooldown has passed: half-open, exactly one trial at a time
+    flaky.behaviours = [[0.05, *OK]]
+    trial = gevent.spawn(served_by, dispatcher)
+    gevent.sleep(0.01)  # the trial is now waiting for the flaky worker's first token
+    assert circuit.trial_in_progress
+    assert served_by(dispatcher) == "spare"  # a concurrent request skips the worker on trial
+    assert trial.get(timeout=2) == "flaky" and len(flaky.calls) == 7
+    assert circuit.state(clock[0]) == "closed" and circuit.consecutive_failures == 0
+    assert served_by(dispatcher) == "flaky"  # closed: back to its place in the order
+
+
+def test_a_failed_trial_opens_the_circuit_again():
+    clock = [1000.0]
+    flaky, spare = Scripted(REFUSED), Scripted(OK)
+    dispatcher = make(("flaky", flaky), ("spare", spare), clock=clock, settings={"circuit_failures": 2})
+    for _ in range(2):
+        served_by(dispatcher)
+    clock[0] += 30
+    assert served_by(dispatcher) == "spare" and len(flaky.calls) == 3  # the trial went to flaky and failed
+    circuit = dispatcher.pool.get("flaky").circuit  # type: ignore[union-attr]
+    assert circuit.state(clock[0]) == "open" and not circuit.trial_in_progress
+    assert served_by(dispatcher) == "spare" and len(flaky.calls) == 3
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        UpstreamError(ErrorKind.RATE_LIMITED, "slow down", status=429, retry_after=1),
+        UpstreamError(ErrorKind.QUOTA, "no credit", status=429),
+        UpstreamError(ErrorKind.AUTH, "bad key", status=401),
+        UpstreamError(ErrorKind.NOT_FOUND, "no such model", status=404),
+    ],
+    ids=["rate_limited", "quota", "auth", "not_found"],
+)
+def test_key_and_request_failures_do_not_count_against_the_circuit(failure):
+    picky, spare = Scripted(failure), Scripted(OK)
+    dispatcher = make(("picky", picky), ("spare", spare), settings={"circuit_failures": 2})
+    for _ in range(4):
+        assert served_by(dispatcher) == "spare"
+    circuit = dispatcher.pool.get("picky").circuit  # type: ignore[union-attr]
+    assert len(picky.calls) == 4  # a keyless worker: nothing rests, it is tried first every time
+    assert circuit.state(1000.0) == "closed" and circuit.consecutive_failures == 0
+
+
+def test_bad_request_does_not_count_against_the_circuit():
+    picky = Scripted(UpstreamError(ErrorKind.BAD_REQUEST, "context too long", status=400))
+    dispatcher = make(("picky", picky), settings={"circuit_failures": 2})
+    for _ in range(3):
+        with pytest.raises(UpstreamRejected):
+            dispatcher.open_stream(REQ)
+    assert dispatcher.pool.get("picky").circuit.consecutive_failures == 0  # type: ignore[union-attr]
+
+
+def test_a_lone_worker_that_answers_500_once_is_retried_after_a_backoff():
+    lone = Scripted(HTTP_500, OK)
+    dispatch = make(("lone", lone)).open_stream(REQ)
+    dispatch.close()
+    assert dispatch.worker.name == "lone" and dispatch.attempt_count == 2 and len(lone.calls) == 2
+    assert dispatch.attempts[0].kind == "server"
+
+
+def test_a_refused_connection_is_not_retried_in_a_new_round():
+    lone = Scripted(REFUSED, OK)
+    with pytest.raises(NoWorkersAvailable, match="lone: connect: refused"):
+        make(("lone", lone)).open_stream(REQ)
+    assert len(lone.calls) == 1
+
+
+def test_max_attempts_bounds_the_workers_tried_and_the_503_says_why():
+    a, b, c = Scripted(HTTP_500), Scripted(HTTP_500), Scripted(HTTP_500)
+    with pytest.raises(NoWorkersAvailable) as info:
+        make(("a", a), ("b", b), ("c", c), settings={"max_attempts": 2}).open_stream(REQ)
+    assert len(a.calls) == 1 and len(b.calls) == 1 and c.calls == []
+    assert info.value.details.startswith("no attempt left within MAX_ATTEMPTS")
+    assert [x["worker"] for x in info.value.extra["attempts"]] == ["a", "b"]
+
+
+def test_transient_failures_get_rounds_until_max_attempts():
+    a, b = Scripted(HTTP_500), Scripted([Finish("stop")])  # a 500 and an empty answer: both transient
+    with pytest.raises(NoWorkersAvailable) as info:
+        make(("a", a), ("b", b), settings={"max_attempts": 5}).open_stream(REQ)
+    assert [x["worker"] for x in info.value.extra["attempts"]] == ["a", "b", "a", "b", "a"]
+
+
+def test_a_request_may_choose_its_strategy_and_the_default_stays_priority():
+    a, b, c = Scripted(OK), Scripted(OK), Scripted(OK)
+    dispatcher = make(("a", a), ("b", b), ("c", c))
+    rotating = ChatRequest(REQ.messages, strategy="round_robin")
+    served = []
+    for _ in range(2):
+        for _ in range(3):
+            served.append(served_by(dispatcher, rotating))
+            served.append(served_by(dispatcher))
+    assert served[0::2] == ["a", "b", "c", "a", "b", "c"]
+    assert served[1::2] == ["a"] * 6
+
+
+def test_the_latency_strategy_learns_from_every_request_whatever_the_strategy():
+    slow, failing, fast = Scripted([0.05, *OK]), Scripted(REFUSED), Scripted(OK)
+    dispatcher = make(("slow", slow), ("failing", failing), ("fast", fast))
+    latency = dispatcher.strategies["latency"]
+    assert latency.latency("slow") is None  # type: ignore[attr-defined]
+    served_by(dispatcher)  # priority: slow answers
+    served_by(dispatcher, ChatRequest(REQ.messages, provider="fast"))
+    with pytest.raises(NoWorkersAvailable):
+        dispatcher.open_stream(ChatRequest(REQ.messages, provider="failing"))
+    slow_ttfb, fast_ttfb = latency.latency("slow"), latency.latency("fast")  # type: ignore[attr-defined]
+    assert 0.04 <= slow_ttfb < 1 and 0 <= fast_ttfb < slow_ttfb
+    assert latency.latency("failing") == latency.failure_penalty  # type: ignore[attr-defined]
+
+
+def test_health_follows_live_traffic():
+    lone = Scripted(REFUSED, OK)
+    dispatcher = make(("lone", lone))
+    assert dispatcher.health.snapshot.of("lone").status == "unknown"
+    with pytest.raises(NoWorkersAvailable):
+        dispatcher.open_stream(REQ)
+    health = dispatcher.health.snapshot.of("lone")
+    assert health.status == "unavailable" and health.error == "live request: connect: refused"
+    assert served_by(dispatcher) == "lone"
+    assert dispatcher.health.snapshot.of("lone").status == "healthy"

@@ -81,3 +81,17 @@ def test_background_loop_starts_and_stops():
     assert m.snapshot.of("a").status == HEALTHY
     m.stop()
     assert m._greenlet is None
+
+
+def test_only_a_failed_probe_demotes_a_worker_and_a_live_success_lifts_it():
+    """Live failures mark a worker unavailable on the status page but leave ordering to its
+    circuit; a probe's failure demotes it until a probe or a request sees it work."""
+    m = monitor(Probe([], "live"), Probe([], "probed", error=UpstreamError(ErrorKind.CONNECT, "refused")))
+    m.record_live("live", False, "server: HTTP 500")
+    assert m.snapshot.of("live").status == UNAVAILABLE and not m.snapshot.of("live").demoted
+    m.check_now()
+    assert m.snapshot.of("live").status == HEALTHY and m.snapshot.of("probed").demoted
+    m.record_live("probed", False, "connect: refused")  # tried as a last resort, failed again
+    assert m.snapshot.of("probed").demoted and m.snapshot.of("probed").error == "live request: connect: refused"
+    m.record_live("probed", True)
+    assert m.snapshot.of("probed").status == HEALTHY and not m.snapshot.of("probed").demoted
