@@ -43,6 +43,12 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # Access log off by default (Cortex logs one line per stream itself); ACCESS_LOG=- for stdout.
 accesslog = os.environ.get("ACCESS_LOG") or None
+
+# gunicorn's control socket (for `gunicornc`) defaults to one path per user
+# ($XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl), so two gunicorns on one machine unlink each
+# other's. Off unless CONTROL_SOCKET names a path for this instance.
+control_socket = os.environ.get("CONTROL_SOCKET") or "gunicorn.ctl"
+control_socket_disable = not os.environ.get("CONTROL_SOCKET")
 proc_name = "cortex"
 
 
