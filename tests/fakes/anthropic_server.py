@@ -16,20 +16,21 @@ Formats follow Anthropic's API reference ("Messages", "Streaming Messages", "Err
 - the key must arrive in `x-api-key` and an `anthropic-version` header must be present.
 
 Behaviour is scripted per request: a default reply plus a queue of one-shot replies, as in
-`tests.fakes.openai_server`.
+every fake (`tests.fakes.upstream`).
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from tests.fakes.http_server import Exchange, FakeHTTPServer, PeerClosed, Request
+from tests.fakes import upstream
+from tests.fakes.http_server import Exchange, Request
+from tests.fakes.upstream import FakeUpstream, StreamRecord, cut, pace, write_split
+from tests.fakes.upstream import Hang as Hang  # one of this fake's behaviours
 
 DEFAULT_MODEL = "claude-haiku-4-5"
 SSE_HEADERS = [
@@ -97,20 +98,6 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
 
 
 @dataclass
-class StreamRecord:
-    """What one answer did, seen from the upstream's side."""
-
-    exchange: Exchange
-    planned: int
-    sent: int = 0
-    finished: bool = False
-
-    @property
-    def closed_by_peer(self) -> threading.Event:
-        return self.exchange.closed_by_peer
-
-
-@dataclass
 class Reply:
     """A normal answer, streamed or whole as the request asks.
 
@@ -156,14 +143,10 @@ class Reply:
         record.sent, record.finished = len(self.chunks), True
 
     def _write(self, ex: Exchange, data: bytes) -> None:
-        if not self.split_utf8:
+        if self.split_utf8:
+            write_split(ex, data, pause=0.005, ascii_in_halves=True)
+        else:
             ex.chunk(data)
-            return
-        # Split after the lead byte of the first multi-byte character, in two flushed writes.
-        at = next((i + 1 for i, b in enumerate(data) if b >= 0xC0), len(data) // 2)
-        ex.chunk(data[:at])
-        time.sleep(0.005)
-        ex.chunk(data[at:])
 
     def _stream(self, ex: Exchange, body: dict[str, Any], record: StreamRecord) -> None:
         ex.start(200, SSE_HEADERS + fake_headers())
@@ -171,20 +154,14 @@ class Reply:
         self._write(ex, event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}))
         self._write(ex, PING)
         for index, text in enumerate(self.chunks):
-            if self.cut_after is not None and index == self.cut_after:
-                ex.keep_alive = False
-                return  # the handler returns, and the connection closes mid-body
+            if cut(ex, index, self.cut_after):
+                return
             if self.error_after is not None and index == self.error_after:
                 error = {"type": "error", "error": {"type": self.error_type, "message": self.error_message}}
                 self._write(ex, b"event: error\ndata: " + _json(error) + b"\n\n")
                 ex.end_chunks()
                 return
-            if index == 1 and self.gate is not None:
-                while not self.gate.wait(0.05):
-                    if ex.peer_closed():
-                        raise PeerClosed
-            elif index and self.delay:
-                time.sleep(self.delay)
+            pace(ex, index, self.gate, self.delay)
             delta = {"index": 0, "delta": {"type": "text_delta", "text": text}}
             self._write(ex, event("content_block_delta", delta))
             record.sent += 1
@@ -206,112 +183,72 @@ def refusal(category: str = "cyber", explanation: str = "This request was refuse
 
 
 @dataclass
-class Error:
+class Error(upstream.Error):
+    """An error with the headers of every response (`request-id`, rate limits)."""
+
     status: int = 529
     body: bytes = OVERLOADED
-    headers: list[tuple[str, str]] = field(default_factory=list)
 
-    def __call__(self, ex: Exchange, fake: FakeAnthropic) -> None:
-        ex.respond(self.status, self.body, extra_headers=fake_headers() + self.headers)
-
-
-@dataclass
-class Hang:
-    """Accept the request, then say nothing until the peer gives up (or `seconds` pass)."""
-
-    seconds: float = 30.0
-
-    def __call__(self, ex: Exchange, fake: FakeAnthropic) -> None:
-        fake.hung.append(ex)
-        ex.wait_for_close(self.seconds)
-        ex.keep_alive = False
+    def provider_headers(self) -> list[tuple[str, str]]:
+        return fake_headers()
 
 
 def fake_headers() -> list[tuple[str, str]]:
     return [("request-id", f"req_011CFake{next(_ids):012d}"), ("anthropic-organization-id", "fake-org"), *RATE_HEADERS]
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeUpstream):
     """`chat` is the default behaviour; `queue(...)` adds one-shot behaviours used first.
 
     `models` is what GET /v1/models lists and, with `check_models`, the only models
-    POST /v1/messages accepts (others get the documented 404 not_found_error)."""
+    POST /v1/messages accepts (others get the documented 404 not_found_error).
+    `rate_limited_keys` maps a key to the Retry-After value answered with a 429 for that key.
+    The base URL is the server's root (the adapter appends /v1/...)."""
 
     def __init__(self, chat: Any = None, models: tuple[str, ...] = (DEFAULT_MODEL,), valid_keys: set[str] | None = None,
                  check_models: bool = True, models_status: int = 200) -> None:  # fmt: skip
-        self.chat = chat or Reply()
-        self.models = models
+        super().__init__(chat or Reply(), models, valid_keys, models_status)
         self.check_models = check_models
-        self.models_status = models_status
-        self.valid_keys = valid_keys
-        #: key -> Retry-After value answered with a 429 for that key.
-        self.rate_limited_keys: dict[str, str] = {}
-        self.requests: list[Request] = []
-        self.streams: list[StreamRecord] = []
-        self.hung: list[Exchange] = []
-        self._queue: deque[Any] = deque()
-        self._lock = threading.Lock()
-        self.server = FakeHTTPServer(self._handle)
 
-    @property
-    def base_url(self) -> str:
-        """What a worker's base URL is set to (the adapter appends /v1/...)."""
-        return self.server.base_url
+    def is_chat(self, request: Request) -> bool:
+        return request.path.split("?")[0] == "/v1/messages"
 
-    @property
-    def chat_requests(self) -> list[Request]:
-        return [r for r in self.requests if r.path.split("?")[0] == "/v1/messages"]
+    def api_key(self, request: Request) -> str:
+        return request.headers.get("x-api-key", "")
 
-    def queue(self, *replies: Any) -> None:
-        with self._lock:
-            self._queue.extend(replies)
+    def refuse_key(self, ex: Exchange, key: str) -> None:
+        Error(401, INVALID_KEY if key else MISSING_KEY)(ex, self)
 
-    def start(self) -> FakeAnthropic:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def _handle(self, ex: Exchange) -> None:
+    def route(self, ex: Exchange, key: str) -> None:
         request = ex.request
-        with self._lock:
-            self.requests.append(request)
-        key = request.headers.get("x-api-key")
-        if self.valid_keys is not None and key not in self.valid_keys:
-            ex.respond(401, INVALID_KEY if key else MISSING_KEY, extra_headers=fake_headers())
-            return
         if "anthropic-version" not in request.headers:
-            ex.respond(400, MISSING_VERSION, extra_headers=fake_headers())
+            Error(400, MISSING_VERSION)(ex, self)
             return
         path = request.path.split("?")[0]
         if request.method == "GET" and path == "/v1/models":
-            self._models(ex)
+            self.serve_models(ex)
         elif request.method == "POST" and path == "/v1/messages":
             self._messages(ex, key)
         else:
-            ex.respond(404, error_body("not_found_error", "Not Found"), extra_headers=fake_headers())
+            Error(404, error_body("not_found_error", "Not Found"))(ex, self)
 
-    def _models(self, ex: Exchange) -> None:
-        if self.models_status != 200:
-            ex.respond(self.models_status, API_ERROR, extra_headers=fake_headers())
-            return
+    def models_error(self, ex: Exchange) -> None:
+        Error(self.models_status, API_ERROR)(ex, self)
+
+    def list_models(self, ex: Exchange) -> None:
         data = [{"type": "model", "id": m, "display_name": m.replace("-", " ").title(),
                  "created_at": "2025-10-01T00:00:00Z"} for m in self.models]  # fmt: skip
         doc = {"data": data, "has_more": False, "first_id": self.models[0] if self.models else None,
                "last_id": self.models[-1] if self.models else None}  # fmt: skip
         ex.respond(200, _json(doc), extra_headers=fake_headers())
 
-    def _messages(self, ex: Exchange, key: str | None) -> None:
+    def _messages(self, ex: Exchange, key: str) -> None:
         body = ex.request.json()
         model = body.get("model") if isinstance(body, dict) else None
-        if key is not None and key in self.rate_limited_keys:
-            headers = [("retry-after", self.rate_limited_keys[key])]
-            ex.respond(429, RATE_LIMITED, extra_headers=fake_headers() + headers)
+        if key in self.rate_limited_keys:
+            Error(429, RATE_LIMITED, [("retry-after", self.rate_limited_keys[key])])(ex, self)
             return
         if self.check_models and model not in self.models:
-            ex.respond(404, model_not_found(str(model)), extra_headers=fake_headers())
+            Error(404, model_not_found(str(model)))(ex, self)
             return
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else self.chat
-        reply(ex, self)
+        self.next_reply()(ex, self)

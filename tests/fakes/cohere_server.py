@@ -17,22 +17,22 @@ errors.mdx`) and consumed by the official cohere-python SDK:
 - every response carries the headers Cohere's front end sends (envoy behind Google's load
   balancer, trial-key call counters).
 
-Behaviour is scripted per request like FakeOpenAI: a default reply plus a queue of one-shot
-replies; every request is recorded.
+Behaviour is scripted per request as in every fake (`tests.fakes.upstream`): a default reply
+plus a queue of one-shot replies; every request is recorded.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.http_server import Exchange, FakeHTTPServer, PeerClosed, Request
-from tests.fakes.openai_server import StreamRecord
+from tests.fakes import upstream
+from tests.fakes.http_server import Exchange, Request
+from tests.fakes.upstream import FakeUpstream, StreamRecord, cut, pace, write_split
+from tests.fakes.upstream import Hang as Hang  # one of this fake's behaviours
 
 MESSAGE_ID = "8c5a3f0e-4d2b-4b71-9a0e-2f6c1d7e9b13"
 ERROR_ID = "11864227-5c7f-4c4a-8c9b-6465ab44a26e"
@@ -159,14 +159,6 @@ def _complete(ex: Exchange, text: str, finish_reason: str, usage_doc: dict[str, 
     ex.respond(200, _json(doc), extra_headers=COMMON_HEADERS)
 
 
-def _split_in_a_character(data: bytes) -> tuple[bytes, bytes] | None:
-    """Split just after the first byte of the first multi-byte UTF-8 character."""
-    for index, byte in enumerate(data):
-        if byte >= 0xC0:
-            return data[: index + 1], data[index + 1 :]
-    return None
-
-
 @dataclass
 class Stream:
     """A normal answer: streamed when the request says `"stream": true`, else one JSON body.
@@ -203,19 +195,14 @@ class Stream:
         ex.chunk(event_bytes(message_start(), framing))
         ex.chunk(event_bytes(content_start(), framing))
         for index, text in enumerate(self.chunks):
-            if self.cut_after is not None and index == self.cut_after:
-                ex.keep_alive = False
-                return  # the handler returns, and the connection closes mid-body
-            if index == 1 and self.gate is not None:
-                while not self.gate.wait(0.05):
-                    if ex.peer_closed():
-                        raise PeerClosed
-            elif index and self.delay:
-                time.sleep(self.delay)
+            if cut(ex, index, self.cut_after):
+                return
+            pace(ex, index, self.gate, self.delay)
             data = event_bytes(content_delta(text), framing)
-            halves = _split_in_a_character(data) if self.split_utf8 else None
-            for part in halves or (data,):
-                ex.chunk(part)
+            if self.split_utf8:
+                write_split(ex, data, pause=0)
+            else:
+                ex.chunk(data)
             record.sent += 1
         ex.chunk(event_bytes(content_end(), framing))
         ex.chunk(event_bytes(message_end(self.finish_reason, usage_doc), framing))
@@ -261,13 +248,12 @@ class Raw:
 
 
 @dataclass
-class Error:
+class Error(upstream.Error):
     status: int = 500
     body: bytes = INTERNAL_ERROR
-    headers: list[tuple[str, str]] = field(default_factory=list)
 
-    def __call__(self, ex: Exchange, fake: FakeCohere) -> None:
-        ex.respond(self.status, self.body, extra_headers=[*COMMON_HEADERS, *self.headers])
+    def provider_headers(self) -> list[tuple[str, str]]:
+        return COMMON_HEADERS
 
 
 @dataclass
@@ -281,19 +267,7 @@ class EmptyStream:
         ex.end_chunks()
 
 
-@dataclass
-class Hang:
-    """Accept the request, then say nothing until the peer gives up (or `seconds` pass)."""
-
-    seconds: float = 30.0
-
-    def __call__(self, ex: Exchange, fake: FakeCohere) -> None:
-        fake.hung.append(ex)
-        ex.wait_for_close(self.seconds)
-        ex.keep_alive = False
-
-
-class FakeCohere:
+class FakeCohere(FakeUpstream):
     """`chat` is the default behaviour; `queue(...)` adds one-shot behaviours used first.
 
     `valid_keys` (when set) is checked on every request; `rate_limited_keys` maps a key to
@@ -301,74 +275,37 @@ class FakeCohere:
 
     def __init__(self, chat: Any = None, models: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_MODELS,
                  valid_keys: set[str] | None = None, models_status: int = 200, models_hang: bool = False) -> None:  # fmt: skip
-        self.chat = chat or Stream()
-        self.models = models
-        self.models_status = models_status
-        self.models_hang = models_hang
-        self.valid_keys = valid_keys
-        self.rate_limited_keys: dict[str, str] = {}
-        self.requests: list[Request] = []
-        self.streams: list[StreamRecord] = []
-        self.hung: list[Exchange] = []
-        self._queue: deque[Any] = deque()
-        self._lock = threading.Lock()
-        self.server = FakeHTTPServer(self._handle)
+        super().__init__(chat or Stream(), models, valid_keys, models_status, models_hang)
 
-    @property
-    def base_url(self) -> str:
-        return self.server.base_url
+    def is_chat(self, request: Request) -> bool:
+        return urlsplit(request.path).path == "/v2/chat"
 
-    @property
-    def chat_requests(self) -> list[Request]:
-        return [r for r in self.requests if urlsplit(r.path).path == "/v2/chat"]
-
-    def queue(self, *replies: Any) -> None:
-        with self._lock:
-            self._queue.extend(replies)
-
-    def start(self) -> FakeCohere:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def _handle(self, ex: Exchange) -> None:
-        request = ex.request
-        with self._lock:
-            self.requests.append(request)
+    def api_key(self, request: Request) -> str:
+        """The key of `Authorization: Bearer <key>`; with another scheme, no key at all."""
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if self.valid_keys is not None:
-            if scheme.lower() != "bearer" or not key:
-                ex.respond(401, NO_API_KEY, extra_headers=COMMON_HEADERS)
-                return
-            if key not in self.valid_keys:
-                ex.respond(401, INVALID_TOKEN, extra_headers=COMMON_HEADERS)
-                return
+        return key if scheme.lower() == "bearer" else ""
+
+    def refuse_key(self, ex: Exchange, key: str) -> None:
+        Error(401, INVALID_TOKEN if key else NO_API_KEY)(ex, self)
+
+    def route(self, ex: Exchange, key: str) -> None:
+        request = ex.request
         url = urlsplit(request.path)
         if request.method == "GET" and url.path == "/v1/models":
-            self._models(ex, parse_qs(url.query))
-            return
-        if request.method == "POST" and url.path == "/v2/chat":
+            self.serve_models(ex)
+        elif request.method == "POST" and url.path == "/v2/chat":
             if key in self.rate_limited_keys:
-                ex.respond(
-                    429, RATE_LIMITED, extra_headers=[*COMMON_HEADERS, ("retry-after", self.rate_limited_keys[key])]
-                )
-                return
-            with self._lock:
-                reply = self._queue.popleft() if self._queue else self.chat
-            reply(ex, self)
-            return
-        ex.respond(404, error_body("404 page not found"), extra_headers=COMMON_HEADERS)
+                Error(429, RATE_LIMITED, [("retry-after", self.rate_limited_keys[key])])(ex, self)
+            else:
+                self.next_reply()(ex, self)
+        else:
+            Error(404, error_body("404 page not found"))(ex, self)
 
-    def _models(self, ex: Exchange, query: dict[str, list[str]]) -> None:
-        if self.models_hang:
-            Hang()(ex, self)
-            return
-        if self.models_status != 200:
-            ex.respond(self.models_status, INTERNAL_ERROR, extra_headers=COMMON_HEADERS)
-            return
-        wanted = query.get("endpoint", [None])[0]
+    def models_error(self, ex: Exchange) -> None:
+        Error(self.models_status, INTERNAL_ERROR)(ex, self)
+
+    def list_models(self, ex: Exchange) -> None:
+        wanted = parse_qs(urlsplit(ex.request.path).query).get("endpoint", [None])[0]
         models = [
             {"name": name, "endpoints": list(endpoints), "finetuned": False, "context_length": 256000,
              "tokenizer_url": f"https://storage.googleapis.com/cohere-public/tokenizers/{name}.json",

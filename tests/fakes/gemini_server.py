@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from tests.fakes.http_server import Exchange, FakeHTTPServer, PeerClosed, Request
+from tests.fakes import upstream
+from tests.fakes.http_server import Exchange, Request
+from tests.fakes.upstream import FakeUpstream, StreamRecord, cut, pace, write_split
+from tests.fakes.upstream import Hang as Hang  # one of this fake's behaviours
 
 MODEL_VERSION = "gemini-2.5-flash"
 RESPONSE_ID = "fAkE9xQ2L8mZz7IPq4-fake"
@@ -145,20 +146,6 @@ class Call:
         return sum(len(str(t).split()) for t in texts)
 
 
-@dataclass
-class StreamRecord:
-    """What one streamed answer did, seen from the upstream's side."""
-
-    exchange: Exchange
-    planned: int
-    sent: int = 0
-    finished: bool = False
-
-    @property
-    def closed_by_peer(self) -> threading.Event:
-        return self.exchange.closed_by_peer
-
-
 def _usage(call: Call, answer: int | None, thoughts: int) -> dict[str, Any]:
     prompt = call.prompt_tokens
     usage: dict[str, Any] = {"promptTokenCount": prompt}
@@ -181,16 +168,18 @@ def _response(call: Call, parts: list[dict[str, Any]], finish: str | None, usage
     return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": MODEL_VERSION, "responseId": RESPONSE_ID}
 
 
-def _split_inside_character(data: bytes) -> int:
-    """An offset inside the first multi-byte UTF-8 character, else the middle."""
-    for i, byte in enumerate(data):
-        if byte >= 0xC0:
-            return i + 1
-    return len(data) // 2
+def _send_json(ex: Exchange, status: int, body: bytes) -> None:
+    ex.respond(status, body, content_type=JSON_TYPE, extra_headers=_GOOGLE)
 
 
-def _send_json(ex: Exchange, status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:
-    ex.respond(status, body, content_type=JSON_TYPE, extra_headers=_GOOGLE + (headers or []))
+def _send_whole(ex: Exchange, call: Call, doc: dict[str, Any]) -> None:
+    """A one-piece answer: a stream of one event, or one JSON object."""
+    if call.streaming:
+        ex.start(200, SSE_HEADERS)
+        ex.chunk(sse_event(doc))
+        ex.end_chunks()
+    else:
+        _send_json(ex, 200, pretty(doc))
 
 
 @dataclass
@@ -224,15 +213,9 @@ class Stream:
         for thought in self.thoughts:
             self._write(ex, sse_event(_response(call, [{"text": thought, "thought": True}], None, running)))
         for index, text in enumerate(self.chunks):
-            if self.cut_after is not None and index == self.cut_after:
-                ex.keep_alive = False
-                return  # the handler returns, and the connection closes mid-body
-            if index == 1 and self.gate is not None:
-                while not self.gate.wait(0.05):
-                    if ex.peer_closed():
-                        raise PeerClosed
-            elif index and self.delay:
-                time.sleep(self.delay)
+            if cut(ex, index, self.cut_after):
+                return
+            pace(ex, index, self.gate, self.delay)
             last = index == len(self.chunks) - 1
             usage = _usage(call, len(self.chunks), thinking) if last else running
             self._write(ex, sse_event(_response(call, [{"text": text}], self.finish_reason if last else None, usage)))
@@ -244,22 +227,21 @@ class Stream:
 
     def _write(self, ex: Exchange, data: bytes) -> None:
         if self.split_writes:
-            at = _split_inside_character(data)
-            ex.chunk(data[:at])
-            time.sleep(0.01)  # two reads on the client's side, not one
-            ex.chunk(data[at:])
+            write_split(ex, data, ascii_in_halves=True)
         else:
             ex.chunk(data)
 
 
 @dataclass
-class Error:
+class Error(upstream.Error):
+    """An error as Google's frontend sends it (`JSON_TYPE`, its headers)."""
+
     status: int = 500
     body: bytes = INTERNAL
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = JSON_TYPE
 
-    def __call__(self, ex: Exchange, fake: FakeGemini, call: Call) -> None:
-        _send_json(ex, self.status, self.body, self.headers)
+    def provider_headers(self) -> list[tuple[str, str]]:
+        return _GOOGLE
 
 
 @dataclass
@@ -291,12 +273,7 @@ class PromptBlocked:
     def __call__(self, ex: Exchange, fake: FakeGemini, call: Call) -> None:
         doc = {"promptFeedback": {"blockReason": self.reason}, "usageMetadata": _usage(call, None, 0),
                "modelVersion": MODEL_VERSION, "responseId": RESPONSE_ID}  # fmt: skip
-        if call.streaming:
-            ex.start(200, SSE_HEADERS)
-            ex.chunk(sse_event(doc))
-            ex.end_chunks()
-        else:
-            _send_json(ex, 200, pretty(doc))
+        _send_whole(ex, call, doc)
 
 
 @dataclass
@@ -311,24 +288,7 @@ class AnswerBlocked:
                    for c in ("HARM_CATEGORY_HATE_SPEECH", self.category)]  # fmt: skip
         doc = {"candidates": [{"finishReason": "SAFETY", "index": 0, "safetyRatings": ratings}],
                "usageMetadata": _usage(call, None, 0), "modelVersion": MODEL_VERSION, "responseId": RESPONSE_ID}  # fmt: skip
-        if call.streaming:
-            ex.start(200, SSE_HEADERS)
-            ex.chunk(sse_event(doc))
-            ex.end_chunks()
-        else:
-            _send_json(ex, 200, pretty(doc))
-
-
-@dataclass
-class Hang:
-    """Accept the request, then say nothing until the peer gives up (or `seconds` pass)."""
-
-    seconds: float = 30.0
-
-    def __call__(self, ex: Exchange, fake: FakeGemini, call: Call | None = None) -> None:
-        fake.hung.append(ex)
-        ex.wait_for_close(self.seconds)
-        ex.keep_alive = False
+        _send_whole(ex, call, doc)
 
 
 def _model_entry(model: str, methods: list[str]) -> dict[str, Any]:
@@ -337,7 +297,7 @@ def _model_entry(model: str, methods: list[str]) -> dict[str, Any]:
             "temperature": 1, "topP": 0.95, "topK": 64, "maxTemperature": 2, "thinking": True}  # fmt: skip
 
 
-class FakeGemini:
+class FakeGemini(FakeUpstream):
     """`chat` is the default behaviour; `queue(...)` adds one-shot behaviours used first.
 
     `valid_keys`: when set, a missing key gets the 403 and an unknown one the 400 API_KEY_INVALID.
@@ -345,56 +305,28 @@ class FakeGemini:
     `strict_models`: answer 404 NOT_FOUND for a model not in `models`.
     """
 
+    prefix = "/v1beta"
+
     def __init__(self, chat: Any = None, models: tuple[str, ...] = ("gemini-2.5-flash",),
                  valid_keys: set[str] | None = None, strict_models: bool = False, models_status: int = 200,
                  models_hang: bool = False) -> None:  # fmt: skip
-        self.chat = chat or Stream()
-        self.models = models
-        self.valid_keys = valid_keys
+        super().__init__(chat or Stream(), models, valid_keys, models_status, models_hang)
         self.strict_models = strict_models
-        self.models_status = models_status
-        self.models_hang = models_hang
-        self.rate_limited_keys: dict[str, Error] = {}
-        self.requests: list[Request] = []
-        self.streams: list[StreamRecord] = []
-        self.hung: list[Exchange] = []
-        self._queue: deque[Any] = deque()
-        self._lock = threading.Lock()
-        self.server = FakeHTTPServer(self._handle)
 
-    @property
-    def base_url(self) -> str:
-        return self.server.base_url + "/v1beta"
+    def is_chat(self, request: Request) -> bool:
+        return "enerateContent" in request.path
 
-    @property
-    def chat_requests(self) -> list[Request]:
-        return [r for r in self.requests if "enerateContent" in r.path]
+    def api_key(self, request: Request) -> str:
+        return request.headers.get("x-goog-api-key", "")
 
-    def queue(self, *replies: Any) -> None:
-        with self._lock:
-            self._queue.extend(replies)
+    def refuse_key(self, ex: Exchange, key: str) -> None:
+        (Error(400, INVALID_KEY) if key else Error(403, MISSING_KEY))(ex, self)
 
-    def start(self) -> FakeGemini:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def _handle(self, ex: Exchange) -> None:
+    def route(self, ex: Exchange, key: str) -> None:
         request = ex.request
-        with self._lock:
-            self.requests.append(request)
         path, _, query = request.path.partition("?")
-        key = request.headers.get("x-goog-api-key")
-        if self.valid_keys is not None and key not in self.valid_keys:
-            if key:
-                _send_json(ex, 400, INVALID_KEY)
-            else:
-                _send_json(ex, 403, MISSING_KEY)
-            return
         if request.method == "GET" and path == "/v1beta/models":
-            self._models(ex)
+            self.serve_models(ex)
             return
         name, _, method = unquote(path.removeprefix("/v1beta/models/")).partition(":")
         if request.method == "POST" and path.startswith("/v1beta/models/") and method in (
@@ -402,24 +334,18 @@ class FakeGemini:
         ):  # fmt: skip
             call = Call(name, method, (parse_qs(query).get("alt") or [None])[0], json.loads(request.body or b"{}"))
             if self.strict_models and name not in self.models:
-                _send_json(ex, 404, not_found_body(name))
-                return
-            if key in self.rate_limited_keys:
+                Error(404, not_found_body(name))(ex, self)
+            elif key in self.rate_limited_keys:
                 self.rate_limited_keys[key](ex, self, call)
-                return
-            with self._lock:
-                reply = self._queue.popleft() if self._queue else self.chat
-            reply(ex, self, call)
+            else:
+                self.next_reply()(ex, self, call)
             return
         ex.respond(404, html_404(path), content_type="text/html; charset=UTF-8", extra_headers=_GOOGLE)
 
-    def _models(self, ex: Exchange) -> None:
-        if self.models_hang:
-            Hang()(ex, self)
-            return
-        if self.models_status != 200:
-            _send_json(ex, self.models_status, OVERLOADED if self.models_status == 503 else INTERNAL)
-            return
+    def models_error(self, ex: Exchange) -> None:
+        Error(self.models_status, OVERLOADED if self.models_status == 503 else INTERNAL)(ex, self)
+
+    def list_models(self, ex: Exchange) -> None:
         chat = ["generateContent", "countTokens", "createCachedContent", "batchGenerateContent"]
         entries = [_model_entry(m, chat) for m in self.models]
         entries.append(_model_entry("gemini-embedding-001", ["embedContent", "countTextTokens", "countTokens",

@@ -16,19 +16,20 @@ Formats follow Ollama's docs/api.md and its Go source (server/routes.go, api/typ
 
 Strings are escaped as Go's encoding/json does (`<`, `>`, `&` as \\u003c, \\u003e, \\u0026; other
 non-ASCII characters raw). Behaviour is scripted per request: a default reply plus a queue of
-one-shot replies, as in `tests.fakes.openai_server`.
+one-shot replies, as in every fake (`tests.fakes.upstream`).
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.http_server import Exchange, FakeHTTPServer, PeerClosed, Request
+from tests.fakes import upstream
+from tests.fakes.http_server import Exchange, Request
+from tests.fakes.upstream import FakeUpstream, StreamRecord, cut, pace, write_split
+from tests.fakes.upstream import Hang as Hang  # one of this fake's behaviours
 
 DATE = "Mon, 24 Nov 2025 16:00:00 GMT"
 CREATED_AT = "2025-11-24T16:00:00.412785Z"
@@ -60,20 +61,6 @@ UNAUTHORIZED = error_body("unauthorized")
 def with_tag(model: str) -> str:
     """Ollama's default tag: "llama3.2" is "llama3.2:latest"."""
     return model if ":" in model.rsplit("/", 1)[-1] else model + ":latest"
-
-
-@dataclass
-class StreamRecord:
-    """What one answer did, seen from the upstream's side."""
-
-    exchange: Exchange
-    planned: int
-    sent: int = 0
-    finished: bool = False
-
-    @property
-    def closed_by_peer(self) -> threading.Event:
-        return self.exchange.closed_by_peer
 
 
 def _line(model: str, content: str, thinking: str | None = None) -> bytes:
@@ -149,17 +136,11 @@ class Chat:
                 ex.end_chunks()
                 return
             line = _line(model, text)
-            if self.cut_after is not None and index == self.cut_after:
+            if cut(ex, index, self.cut_after):
                 if self.cut_inside_line:
                     ex.chunk(line[: len(line) // 2])
-                ex.keep_alive = False
-                return  # the handler returns, and the connection closes mid-body
-            if index == 1 and self.gate is not None:
-                while not self.gate.wait(0.05):
-                    if ex.peer_closed():
-                        raise PeerClosed
-            elif index and self.delay:
-                time.sleep(self.delay)
+                return
+            pace(ex, index, self.gate, self.delay)
             self._write(ex, line)
             record.sent += 1
         self._write(ex, go_json(_final(model, self.done_reason, prompt, len(self.chunks))) + b"\n")
@@ -167,38 +148,22 @@ class Chat:
         record.finished = True
 
     def _write(self, ex: Exchange, line: bytes) -> None:
-        first_multibyte = next((i for i, byte in enumerate(line) if byte >= 0x80), None)
-        if not self.split_utf8 or first_multibyte is None:
+        if self.split_utf8:
+            write_split(ex, line)
+        else:
             ex.chunk(line)
-            return
-        ex.chunk(line[: first_multibyte + 1])  # the lead byte only: the character is cut in two
-        time.sleep(0.01)
-        ex.chunk(line[first_multibyte + 1 :])
 
 
 @dataclass
-class Error:
+class Error(upstream.Error):
     """An error before any output: `{"error": message}` with its status, as gin's c.JSON writes it."""
 
     status: int = 500
     body: bytes = field(default_factory=lambda: error_body("llama runner process has terminated: exit status 2"))
-    headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = JSON_TYPE
 
-    def __call__(self, ex: Exchange, fake: FakeOllama) -> None:
-        ex.respond(self.status, self.body, self.content_type, [("Date", DATE), *self.headers])
-
-
-@dataclass
-class Hang:
-    """Accept the request, then say nothing until the peer gives up (or `seconds` pass)."""
-
-    seconds: float = 30.0
-
-    def __call__(self, ex: Exchange, fake: FakeOllama) -> None:
-        fake.hung.append(ex)
-        ex.wait_for_close(self.seconds)
-        ex.keep_alive = False
+    def provider_headers(self) -> list[tuple[str, str]]:
+        return [("Date", DATE)]
 
 
 def _tag(name: str) -> dict[str, Any]:
@@ -219,71 +184,40 @@ def _tag(name: str) -> dict[str, Any]:
     }
 
 
-class FakeOllama:
+class FakeOllama(FakeUpstream):
     """`chat` is the default behaviour; `queue(...)` adds one-shot behaviours used first.
 
     A chat for a model not in `models` gets Ollama's 404 (names compare with their tag, so
     "llama3.2" is "llama3.2:latest"). `valid_keys` puts an authenticating proxy in front:
-    without `Authorization: Bearer <one of them>` every route answers 401."""
+    without `Authorization: Bearer <one of them>` every route answers 401;
+    `rate_limited_keys` maps a key to the Retry-After value the proxy answers it with a 429."""
 
     def __init__(self, chat: Any = None, models: tuple[str, ...] = ("llama3.2:latest", "qwen3:0.6b"),
                  valid_keys: set[str] | None = None, models_status: int = 200, models_hang: bool = False) -> None:  # fmt: skip
-        self.chat = chat or Chat()
-        self.models = models
-        self.models_status = models_status
-        self.models_hang = models_hang
-        self.valid_keys = valid_keys
-        #: key -> Retry-After value: the proxy answers 429 to these keys.
-        self.rate_limited_keys: dict[str, str] = {}
-        self.requests: list[Request] = []
-        self.streams: list[StreamRecord] = []
-        self.hung: list[Exchange] = []
-        self._queue: deque[Any] = deque()
-        self._lock = threading.Lock()
-        self.server = FakeHTTPServer(self._handle)
+        super().__init__(chat or Chat(), models, valid_keys, models_status, models_hang)
 
-    @property
-    def base_url(self) -> str:
-        return self.server.base_url
+    def is_chat(self, request: Request) -> bool:
+        return request.path == "/api/chat"
 
-    @property
-    def chat_requests(self) -> list[Request]:
-        return [r for r in self.requests if r.path == "/api/chat"]
+    def refuse_key(self, ex: Exchange, key: str) -> None:
+        Error(401, UNAUTHORIZED)(ex, self)
 
-    def queue(self, *replies: Any) -> None:
-        with self._lock:
-            self._queue.extend(replies)
-
-    def start(self) -> FakeOllama:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def _handle(self, ex: Exchange) -> None:
+    def route(self, ex: Exchange, key: str) -> None:
         request = ex.request
-        with self._lock:
-            self.requests.append(request)
-        key = request.headers.get("authorization", "").removeprefix("Bearer ")
-        if self.valid_keys is not None and key not in self.valid_keys:
-            ex.respond(401, UNAUTHORIZED, JSON_TYPE, [("Date", DATE)])
-            return
         if request.method == "GET" and request.path == "/api/tags":
-            if self.models_hang:
-                Hang()(ex, self)
-            elif self.models_status != 200:
-                Error(self.models_status)(ex, self)
-            else:
-                ex.respond(200, go_json({"models": [_tag(m) for m in self.models]}), JSON_TYPE, [("Date", DATE)])
-            return
-        if request.method == "POST" and request.path == "/api/chat":
+            self.serve_models(ex)
+        elif request.method == "POST" and request.path == "/api/chat":
             self._chat(ex, key)
-            return
-        if request.method in ("GET", "HEAD") and request.path == "/":
+        elif request.method in ("GET", "HEAD") and request.path == "/":
             ex.respond(200, b"Ollama is running", "text/plain; charset=utf-8", [("Date", DATE)])
-            return
-        ex.respond(404, b"404 page not found", "text/plain", [("Date", DATE)])
+        else:
+            Error(404, b"404 page not found", content_type="text/plain")(ex, self)
+
+    def models_error(self, ex: Exchange) -> None:
+        Error(self.models_status)(ex, self)
+
+    def list_models(self, ex: Exchange) -> None:
+        ex.respond(200, go_json({"models": [_tag(m) for m in self.models]}), JSON_TYPE, [("Date", DATE)])
 
     def _chat(self, ex: Exchange, key: str) -> None:
         if key in self.rate_limited_keys:
@@ -301,6 +235,4 @@ class FakeOllama:
         if with_tag(model) not in {with_tag(m) for m in self.models}:
             Error(404, model_not_found(model))(ex, self)
             return
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else self.chat
-        reply(ex, self)
+        self.next_reply()(ex, self)

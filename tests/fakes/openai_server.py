@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.http_server import Exchange, FakeHTTPServer, PeerClosed, Request
+from tests.fakes import upstream
+from tests.fakes.http_server import Exchange, PeerClosed, Request
+from tests.fakes.upstream import FakeUpstream, StreamRecord, cut, pace
+from tests.fakes.upstream import Hang as Hang  # one of this fake's behaviours
 
 CREATED = 1764000000
 SSE_HEADERS = [
@@ -49,20 +50,6 @@ INVALID_KEY = error_body("Incorrect API key provided. You can find your API key 
 def rate_limit_body(model: str) -> bytes:
     return error_body(f"Rate limit reached for model `{model}` in organization `org_fake` on requests per minute (RPM): "
                       "Limit 30, Used 30, Requested 1. Please try again in 2s.", "requests", "rate_limit_exceeded")  # fmt: skip
-
-
-@dataclass
-class StreamRecord:
-    """What one streamed answer did, seen from the upstream's side."""
-
-    exchange: Exchange
-    planned: int
-    sent: int = 0
-    finished: bool = False
-
-    @property
-    def closed_by_peer(self) -> threading.Event:
-        return self.exchange.closed_by_peer
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None, with_usage_field: bool) -> bytes:
@@ -115,15 +102,9 @@ class Stream:
             ex.start(200, SSE_HEADERS)
         ex.chunk(_chunk(model, {"role": "assistant", "content": ""}, None, usage))
         for index, text in enumerate(self.chunks):
-            if self.cut_after is not None and index == self.cut_after:
-                ex.keep_alive = False
-                return  # the handler returns, and the connection closes mid-body
-            if index == self.gate_at and self.gate is not None:
-                while not self.gate.wait(0.05):
-                    if ex.peer_closed():
-                        raise PeerClosed
-            elif index and self.delay:
-                time.sleep(self.delay)
+            if cut(ex, index, self.cut_after):
+                return
+            pace(ex, index, self.gate, self.delay, self.gate_at)
             ex.chunk(_chunk(model, {"content": text}, None, usage))
             record.sent += 1
         ex.chunk(_chunk(model, {}, self.finish_reason, usage))
@@ -140,13 +121,9 @@ class Stream:
 
 
 @dataclass
-class Error:
+class Error(upstream.Error):
     status: int = 500
     body: bytes = SERVER_ERROR
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-    def __call__(self, ex: Exchange, fake: FakeOpenAI) -> None:
-        ex.respond(self.status, self.body, extra_headers=self.headers)
 
 
 @dataclass
@@ -162,82 +139,43 @@ class EmptyStream:
         ex.end_chunks()
 
 
-@dataclass
-class Hang:
-    """Accept the request, then say nothing until the peer gives up (or `seconds` pass)."""
+class FakeOpenAI(FakeUpstream):
+    """`chat` is the default behaviour; `queue(...)` adds one-shot behaviours used first.
 
-    seconds: float = 30.0
+    The key goes in `Authorization: Bearer <key>`; `rate_limited_keys` maps a key to the
+    Retry-After value its chat requests get with a 429."""
 
-    def __call__(self, ex: Exchange, fake: FakeOpenAI) -> None:
-        fake.hung.append(ex)
-        ex.wait_for_close(self.seconds)
-        ex.keep_alive = False
-
-
-class FakeOpenAI:
-    """`chat` is the default behaviour; `queue(...)` adds one-shot behaviours used first."""
+    prefix = "/v1"
 
     def __init__(self, chat: Any = None, models: tuple[str, ...] = ("fake-model",), valid_keys: set[str] | None = None,
                  models_status: int = 200, models_hang: bool = False) -> None:  # fmt: skip
-        self.chat = chat or Stream()
-        self.models = models
-        self.models_status = models_status
-        self.models_hang = models_hang
-        self.valid_keys = valid_keys
-        self.rate_limited_keys: dict[str, str] = {}
-        self.requests: list[Request] = []
-        self.streams: list[StreamRecord] = []
-        self.hung: list[Exchange] = []
+        super().__init__(chat or Stream(), models, valid_keys, models_status, models_hang)
         #: Exchanges that were held before their first byte (Stream.first_delay).
         self.waiting: list[Exchange] = []
-        self._queue: deque[Any] = deque()
-        self._lock = threading.Lock()
-        self.server = FakeHTTPServer(self._handle)
 
-    @property
-    def base_url(self) -> str:
-        return self.server.base_url + "/v1"
+    def is_chat(self, request: Request) -> bool:
+        return request.path.endswith("/chat/completions")
 
-    @property
-    def chat_requests(self) -> list[Request]:
-        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+    def refuse_key(self, ex: Exchange, key: str) -> None:
+        Error(401, INVALID_KEY)(ex, self)
 
-    def queue(self, *replies: Any) -> None:
-        with self._lock:
-            self._queue.extend(replies)
-
-    def start(self) -> FakeOpenAI:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def _handle(self, ex: Exchange) -> None:
+    def route(self, ex: Exchange, key: str) -> None:
         request = ex.request
-        with self._lock:
-            self.requests.append(request)
-        key = request.headers.get("authorization", "").removeprefix("Bearer ")
-        if self.valid_keys is not None and key not in self.valid_keys:
-            ex.respond(401, INVALID_KEY)
-            return
         if request.method == "GET" and request.path == "/v1/models":
-            if self.models_hang:
-                Hang()(ex, self)
-                return
-            if self.models_status != 200:
-                ex.respond(self.models_status, SERVER_ERROR)
-                return
-            data = [{"id": m, "object": "model", "created": CREATED, "owned_by": "fake"} for m in self.models]
-            ex.respond(200, json.dumps({"object": "list", "data": data}).encode())
-            return
-        if request.method == "POST" and request.path == "/v1/chat/completions":
+            self.serve_models(ex)
+        elif request.method == "POST" and request.path == "/v1/chat/completions":
             if key in self.rate_limited_keys:
                 model = request.json().get("model", "fake-model")
-                ex.respond(429, rate_limit_body(model), extra_headers=[("retry-after", self.rate_limited_keys[key])])
-                return
-            with self._lock:
-                reply = self._queue.popleft() if self._queue else self.chat
-            reply(ex, self)
-            return
-        ex.respond(404, error_body(f"Invalid URL ({request.method} {request.path})", "invalid_request_error", None))
+                Error(429, rate_limit_body(model), [("retry-after", self.rate_limited_keys[key])])(ex, self)
+            else:
+                self.next_reply()(ex, self)
+        else:
+            body = error_body(f"Invalid URL ({request.method} {request.path})", "invalid_request_error", None)
+            Error(404, body)(ex, self)
+
+    def models_error(self, ex: Exchange) -> None:
+        Error(self.models_status, SERVER_ERROR)(ex, self)
+
+    def list_models(self, ex: Exchange) -> None:
+        data = [{"id": m, "object": "model", "created": CREATED, "owned_by": "fake"} for m in self.models]
+        ex.respond(200, json.dumps({"object": "list", "data": data}).encode())
