@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import gevent
 
 from app.deadlines import END, deadline, next_within
-from app.errors import ModelNotFound, NotFound, NoWorkersAvailable, UpstreamRejected
+from app.errors import ModelNotFound, NotFound, NoWorkersAvailable, RateLimited, UpstreamRejected
 from app.health import HealthMonitor
 from app.pool import Worker, WorkerPool
 from app.retry import Move, RetryBudget
@@ -163,6 +163,8 @@ _WORKER_FAILURES = frozenset({ErrorKind.CONNECT, ErrorKind.TIMEOUT, ErrorKind.SE
 #: time. A refused connection or a timeout would only cost the same again.
 _TRANSIENT = frozenset({ErrorKind.SERVER, ErrorKind.MALFORMED_STREAM, ErrorKind.INTERRUPTED, ErrorKind.EMPTY})
 _NOTHING = object()
+#: Attempt kinds that mean "this key or worker is rate limited right now".
+_RATE_KINDS = frozenset({ErrorKind.RATE_LIMITED.value, ErrorKind.QUOTA.value, "keys_unavailable"})
 
 
 @dataclass(slots=True)
@@ -282,8 +284,12 @@ class Dispatcher:
             back = worker.keys.available_at(now)
             if back is not None and back != float("inf"):
                 run.retry_at.append(back)
-            run.attempts.append(AttemptRecord(worker.name, None, "keys_unavailable", None,
-                                              "every API key is cooling down or disabled"))  # fmt: skip
+                record = AttemptRecord(worker.name, None, "keys_unavailable", None,
+                                       "every API key is cooling down or disabled")  # fmt: skip
+            else:
+                record = AttemptRecord(worker.name, None, "keys_disabled", None,
+                                       "every API key was refused by the provider and is disabled")  # fmt: skip
+            run.attempts.append(record)
             return _NOTHING, False
         for key_index in keys:
             wait = run.budget.admit(time.monotonic(), move)
@@ -364,8 +370,14 @@ class Dispatcher:
             )
         retry_after = max(1.0, min(retry_at) - self.clock()) if retry_at else DEFAULT_RETRY_AFTER
         summary = "; ".join(a.describe() for a in attempts) or "no worker could be tried"
+        extra = {"attempts": [a.as_dict() for a in attempts]}
+        if attempts and all(a.kind in _RATE_KINDS for a in attempts):
+            # Every provider said "slow down": that is a 429 with the moment a key returns, so
+            # clients back off (the OpenAI SDKs raise RateLimitError and honour Retry-After)
+            # instead of treating the gateway as broken (FIELD-NOTES 9 and 14).
+            return RateLimited(f"every provider is rate limiting: {summary}", retry_after=retry_after, extra=extra)
         details = f"{reason}: {summary}" if reason else f"every worker failed: {summary}"
-        return NoWorkersAvailable(details, retry_after=retry_after, extra={"attempts": [a.as_dict() for a in attempts]})
+        return NoWorkersAvailable(details, retry_after=retry_after, extra=extra)
 
     def _open_attempt(self, worker: Worker, model: str, key_index: int | None, req: ChatRequest,
                       attempts: list[AttemptRecord], started: float, budget_end: float) -> Dispatch:  # fmt: skip

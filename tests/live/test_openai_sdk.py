@@ -94,3 +94,14 @@ def test_a_stream_cut_mid_way_raises_in_the_sdk_instead_of_ending_quietly(fake_o
             for chunk in client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True):
                 received.append(chunk.choices[0].delta.content or "")
         assert "".join(received) == "one two "
+
+
+def test_every_upstream_rate_limiting_raises_rate_limit_error_with_retry_after(fake_openai, gateway):
+    upstream = fake_openai()
+    upstream.rate_limited_keys = {"k1": "30"}
+    gw = gateway(worker_toml("only", upstream.base_url, keys=["k1"]))
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0, timeout=10) as client:
+        with pytest.raises(openai.RateLimitError) as info:
+            client.chat.completions.create(model="fake-model", messages=MESSAGES)
+        assert info.value.status_code == 429 and info.value.code == "rate_limited"
+        assert 29 <= int(info.value.response.headers["Retry-After"]) <= 30

@@ -236,7 +236,7 @@ def test_failover_past_four_providers_failing_four_ways_to_the_fifth(
 
     # Even asked for by name, Groq's resting key stays unused until its Retry-After is over.
     pinned = requests.post(gw.url + "/api/chat/complete", json={**CHAT, "provider": GROQ}, timeout=10)
-    assert pinned.status_code == 503 and 20 <= int(pinned.headers["Retry-After"]) <= 30
+    assert pinned.status_code == 429 and 20 <= int(pinned.headers["Retry-After"]) <= 30
     assert [(a["worker"], a["kind"]) for a in pinned.json()["attempts"]] == [(GROQ, "keys_unavailable")]
     assert_chat_requests(fakes[GROQ].chat_requests, PROVIDERS[GROQ], 1)
     assert not [key for key in KEYS if key in gw.log()]

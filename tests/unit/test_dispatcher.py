@@ -11,7 +11,7 @@ import pytest
 
 from app.circuit import Circuit
 from app.dispatcher import Dispatcher
-from app.errors import NotFound, NoWorkersAvailable, UpstreamRejected
+from app.errors import NotFound, NoWorkersAvailable, RateLimited, UpstreamRejected
 from app.formats.text import TextEncoder
 from app.health import HealthMonitor
 from app.pool import Worker, WorkerPool
@@ -177,15 +177,28 @@ def test_auth_failure_disables_the_key():
     assert dispatcher.pool.get("main").keys.stats(0)[0]["state"] == "disabled"
 
 
-def test_all_keys_cooling_gives_503_with_retry_after_of_the_earliest_return():
+def test_all_keys_cooling_gives_429_with_retry_after_of_the_earliest_return():
     limited = UpstreamError(ErrorKind.RATE_LIMITED, "slow down", status=429, retry_after=42)
     dispatcher = make(("main", Scripted(limited)), keys={"main": ("k1", "k2")})
-    with pytest.raises(NoWorkersAvailable) as info:
+    with pytest.raises(RateLimited) as info:
         dispatcher.open_stream(REQ)
-    assert info.value.retry_after == 42
-    with pytest.raises(NoWorkersAvailable) as again:  # no key left to try: nothing is sent upstream
+    assert info.value.status == 429 and info.value.retry_after == 42
+    with pytest.raises(RateLimited) as again:  # no key left to try: nothing is sent upstream
         dispatcher.open_stream(REQ)
     assert again.value.extra["attempts"][0]["kind"] == "keys_unavailable"
+
+
+def test_rate_limits_mixed_with_other_failures_or_disabled_keys_are_a_503():
+    limited = UpstreamError(ErrorKind.RATE_LIMITED, "slow down", status=429, retry_after=42)
+    with pytest.raises(NoWorkersAvailable):
+        make(("a", Scripted(limited)), ("b", Scripted(UpstreamError(ErrorKind.CONNECT, "refused")))).open_stream(REQ)
+    refused = UpstreamError(ErrorKind.AUTH, "bad key", status=401)
+    dispatcher = make(("main", Scripted(refused)), keys={"main": ("k1",)})
+    with pytest.raises(NoWorkersAvailable):
+        dispatcher.open_stream(REQ)
+    with pytest.raises(NoWorkersAvailable) as info:
+        dispatcher.open_stream(REQ)
+    assert info.value.extra["attempts"][0]["kind"] == "keys_disabled"
 
 
 def test_bad_request_stops_dispatch():
