@@ -5,19 +5,30 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 4000
+# The browser tests (tests/browser) drive Debian's Chromium; Playwright's own download is not used.
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test lint venv dev-venv clean
+.PHONY: run test lint venv dev-venv chromium clean
 
 run: $(VENV)/.runtime
 	PORT=$(PORT) exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: lint
+test: lint $(CHROMIUM)
 	$(BIN)/pytest
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app providers wsgi.py
+
+chromium: $(CHROMIUM)
+
+# Installed only when missing, with apt-get (through sudo unless we are root).
+$(CHROMIUM):
+	@echo "make: $(CHROMIUM) is missing; installing Debian's chromium for the browser tests"
+	@command -v apt-get >/dev/null || { echo "make: apt-get not found: install Chromium at $(CHROMIUM) (or set CHROMIUM=...)"; exit 1; }
+	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium
 
 venv: $(VENV)/.runtime
 dev-venv: $(VENV)/.dev

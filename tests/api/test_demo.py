@@ -50,6 +50,13 @@ def test_demo_steps_aside_when_a_real_provider_is_configured(make_client):
 def test_chat_page_is_served(client):
     page = client.get("/")
     assert page.status_code == 200 and b"Cortex" in page.data
-    script = client.get("/static/chat.js")
-    assert script.status_code == 200 and b"/api/chat" in script.data
-    script.close()
+    # Nothing from elsewhere: the browser enforces it.
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    for name, needle in [
+        ("chat.js", b"/api/chat"),
+        ("sse.js", b"class SSEDecoder"),
+        ("chat.css", b"prefers-color-scheme"),
+    ]:
+        asset = client.get(f"/static/{name}")
+        assert asset.status_code == 200 and needle in asset.data
+        asset.close()
