@@ -62,6 +62,7 @@ from providers.errors import (
     UpstreamError,
     excerpt,
     header,
+    incomplete,
     kind_for_status,
     malformed,
     parse_retry_after,
@@ -357,9 +358,7 @@ class MessageStreamParser:
             return []
         self._done = True
         out: list[Event] = self._usage()
-        out.append(
-            StreamFailure(UpstreamError(ErrorKind.INTERRUPTED, "the upstream stream ended before it was complete"))
-        )
+        out.append(StreamFailure(incomplete()))
         return out
 
     def _usage(self) -> list[Event]:

@@ -68,6 +68,7 @@ from providers.errors import (
     UpstreamError,
     excerpt,
     header,
+    incomplete,
     kind_for_status,
     malformed,
     parse_retry_after,
@@ -89,7 +90,6 @@ _FAILURE_TEXT = {
     "TIMEOUT": "the upstream stopped the generation at its time limit (finish_reason TIMEOUT)",
     "ERROR_TOXIC": "the upstream's safety filter blocked the answer (finish_reason ERROR_TOXIC)",
 }
-_INTERRUPTED = "the upstream stream ended before it was complete"
 
 _MODEL_MISSING = re.compile(r"\bmodel\b[^.]*?\bnot (?:found|supported)\b", re.IGNORECASE)
 _MONTHLY = re.compile(r"/\s*month|per month|monthly", re.IGNORECASE)
@@ -261,7 +261,7 @@ class StreamParser:
                 if self._done:
                     break
                 if event.data == "[DONE]":  # the SDK's terminator; only message-end completes
-                    self._fail(out, UpstreamError(ErrorKind.INTERRUPTED, _INTERRUPTED))
+                    self._fail(out, incomplete())
                 elif event.event == "error":
                     self._fail(out, _in_band_error(_message_of(event.data)))
                 else:
@@ -282,7 +282,7 @@ class StreamParser:
             self._on_line(self._pending, out)  # a last NDJSON line without its newline
         self._pending = b""
         if not self._done:
-            self._fail(out, UpstreamError(ErrorKind.INTERRUPTED, _INTERRUPTED))
+            self._fail(out, incomplete())
         return out
 
     def _on_line(self, line: bytes, out: list[Event]) -> None:

@@ -163,3 +163,8 @@ def json_error_fields(body: bytes) -> tuple[str | None, str | None]:
 
 def malformed(message: str) -> UpstreamError:
     return UpstreamError(ErrorKind.MALFORMED_STREAM, message)
+
+
+def incomplete() -> UpstreamError:
+    """A stream that ended without its protocol's end marker ([DONE], message_stop, done: true...)."""
+    return UpstreamError(ErrorKind.INTERRUPTED, "the upstream stream ended before it was complete")

@@ -38,7 +38,16 @@ from typing import Any
 from urllib.parse import quote
 
 from providers.base import ChatParams, Endpoint, PreparedCall, ProviderInfo, WireProtocol
-from providers.errors import ErrorKind, UpstreamError, excerpt, header, kind_for_status, malformed, parse_retry_after
+from providers.errors import (
+    ErrorKind,
+    UpstreamError,
+    excerpt,
+    header,
+    incomplete,
+    kind_for_status,
+    malformed,
+    parse_retry_after,
+)
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
 from providers.sse import SSEDecoder, SSEEvent
 from providers.wire import json_body, sampling_fields
@@ -76,7 +85,6 @@ _TYPE_PREFIX = "type.googleapis.com/google.rpc."
 #: A stray (non-SSE) error object larger than this is not an error object.
 _STRAY_LIMIT = 64 * 1024
 _SSE_FIELDS = frozenset({"data", "event", "id", "retry"})
-_INTERRUPTED = "the upstream stream ended before it was complete"
 
 
 def _headers(endpoint: Endpoint, key: str | None, accept: str) -> dict[str, str]:
@@ -415,7 +423,7 @@ class StreamParser:
         if self._reader.usage is not None:
             out.append(self._reader.usage)
         if not self._reader.finished:
-            out.append(StreamFailure(UpstreamError(ErrorKind.INTERRUPTED, _INTERRUPTED)))
+            out.append(StreamFailure(incomplete()))
         return out
 
     def _drain(self, out: list[Event]) -> None:

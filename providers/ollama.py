@@ -39,6 +39,7 @@ from providers.errors import (
     UpstreamError,
     excerpt,
     header,
+    incomplete,
     json_error_fields,
     kind_for_status,
     malformed,
@@ -54,7 +55,6 @@ INFO = ProviderInfo(
     description="Ollama native API (/api/chat)",
 )
 
-INTERRUPTED_MESSAGE = "the upstream stream ended before it was complete"
 
 #: `done_reason`s that mean no generation happened at all (server/routes.go ChatHandler).
 _NO_GENERATION = frozenset({"load", "unload"})
@@ -206,7 +206,7 @@ class ChatParser:
         for item in self._lines.finish():
             self._on_item(item, out)
         if not self._done:
-            self._fail(out, UpstreamError(ErrorKind.INTERRUPTED, INTERRUPTED_MESSAGE))
+            self._fail(out, incomplete())
         return out
 
     def on_document(self, doc: object, out: list[Event]) -> None:
@@ -241,7 +241,7 @@ class ChatParser:
         elif isinstance(item, Malformed):
             self._fail(out, malformed(f"the upstream stream is malformed: {item.reason}"))
         else:
-            self._fail(out, UpstreamError(ErrorKind.INTERRUPTED, INTERRUPTED_MESSAGE))
+            self._fail(out, incomplete())
 
     def _fail(self, out: list[Event], error: UpstreamError) -> None:
         self._done = True

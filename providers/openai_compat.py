@@ -33,6 +33,7 @@ from providers.errors import (
     UpstreamError,
     excerpt,
     header,
+    incomplete,
     json_error_fields,
     kind_for_status,
     malformed,
@@ -171,9 +172,7 @@ class ChunkParser:
             return []
         out: list[Event] = [self._usage] if self._usage is not None else []
         if not self._finished:
-            out.append(
-                StreamFailure(UpstreamError(ErrorKind.INTERRUPTED, "the upstream stream ended before it was complete"))
-            )
+            out.append(StreamFailure(incomplete()))
         self._done = True
         return out
 
