@@ -203,10 +203,6 @@ def _object(body: Any) -> dict[str, Any]:
     return body
 
 
-def parse_chat_request(body: Any) -> ChatRequest:
-    return parse_native_chat(body).chat
-
-
 def parse_native_chat(body: Any) -> NativeChat:
     body = _object(body)
     stream_format = body.get("stream_format")

@@ -11,7 +11,7 @@ from app.formats.text import TextEncoder
 from app.gateway import Gateway
 from app.status import health_report, providers_report
 from app.streaming import stream_response
-from app.validation import NativeChat, decode_json_body, parse_chat_request, parse_native_chat
+from app.validation import NativeChat, decode_json_body, parse_native_chat
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -53,7 +53,7 @@ def chat() -> Response:
 
 @bp.post("/chat/complete")
 def chat_complete() -> Response:
-    req = parse_chat_request(decode_json_body(request.get_data(cache=False), request.content_type))
+    req = native_chat().chat
     with watching(request.environ):
         result = gateway().dispatcher.complete(req)
     body: dict[str, object] = {
