@@ -25,10 +25,22 @@ PROVIDER_TYPES = (*PROVIDERS, "demo")
 DEMO_PRIORITY = 1000
 COMPAT_PRIORITY = PROVIDERS["openai_compat"].default_priority
 
-#: Variables that list servers by URL, one worker each: (variable prefix, provider, name prefix).
-URL_LISTS: tuple[tuple[str, str, str], ...] = (
-    ("OPENAI_COMPAT", "openai_compat", "compat"),
-    ("OLLAMA", "ollama", "ollama"),
+
+@dataclass(frozen=True, slots=True)
+class UrlList:
+    """A variable that lists servers by URL, one worker each (`<prefix>_URLS`)."""
+
+    prefix: str
+    provider: str
+    #: Unnamed workers are `<stem>-1`, `<stem>-2`...; a lone one is plain `<stem>` when
+    #: `lone_is_stem` (OLLAMA_URLS), but keeps `compat-1` for OPENAI_COMPAT_URLS, as documented.
+    stem: str
+    lone_is_stem: bool
+
+
+URL_LISTS: tuple[UrlList, ...] = (
+    UrlList("OPENAI_COMPAT", "openai_compat", "compat", lone_is_stem=False),
+    UrlList("OLLAMA", "ollama", "ollama", lone_is_stem=True),
 )
 
 
@@ -127,9 +139,10 @@ def _preset_workers(env: Mapping[str, str], timeouts: Timeouts, claimed: set[str
     return workers
 
 
-def _url_workers(env: Mapping[str, str], timeouts: Timeouts, prefix: str, provider: str, stem: str) -> list[WorkerSpec]:
+def _url_workers(env: Mapping[str, str], timeouts: Timeouts, spec: UrlList) -> list[WorkerSpec]:
     """OPENAI_COMPAT_URLS / OLLAMA_URLS = url,url or name=url,name=url: one worker per URL,
     sharing the prefix's keys, model and priority."""
+    prefix, provider, stem = spec.prefix, spec.provider, spec.stem
     var = f"{prefix}_URLS"
     entries = [e.strip() for e in env.get(var, "").split(",") if e.strip()]
     if not entries:
@@ -145,7 +158,7 @@ def _url_workers(env: Mapping[str, str], timeouts: Timeouts, prefix: str, provid
     for index, entry in enumerate(entries, start=1):
         name, sep, url = entry.partition("=")
         if not sep or "://" in name:  # unnamed (an "=" inside the URL is not a name)
-            name, url = (stem if len(entries) == 1 and stem != "compat" else f"{stem}-{index}"), entry
+            name, url = (stem if len(entries) == 1 and spec.lone_is_stem else f"{stem}-{index}"), entry
         workers.append(
             WorkerSpec(
                 name=values.worker_name(var, name.strip()),
@@ -387,8 +400,8 @@ def load_settings(environ: Mapping[str, str], toml_text: str | None = None) -> S
         t["api_keys_env"] for t in toml_workers if isinstance(t, dict) and isinstance(t.get("api_keys_env"), str)
     }
     workers += _preset_workers(environ, timeouts, claimed)
-    for prefix, provider, stem in URL_LISTS:
-        workers += _url_workers(environ, timeouts, prefix, provider, stem)
+    for url_list in URL_LISTS:
+        workers += _url_workers(environ, timeouts, url_list)
     real = [w for w in workers if w.provider != "demo"]
     demo_source, demo_mode = scalars.get("demo_provider", ("DEMO_PROVIDER", "auto"))
     workers += _demo_worker(demo_mode, demo_source, real, timeouts)
