@@ -52,10 +52,20 @@ control_socket_disable = not os.environ.get("CONTROL_SOCKET")
 proc_name = "cortex"
 
 
+_created_state_dir = None
+
+
 def on_starting(server):  # noqa: ARG001
-    """Validate configuration once in the master, so a bad setting stops start-up with one
-    clear line instead of a traceback from every worker."""
+    """Prepare the state directory the worker processes share (app/state_dir.py; it must exist
+    before they fork, and prometheus_client reads PROMETHEUS_MULTIPROC_DIR when a worker
+    imports it), then validate configuration once in the master, so a bad setting stops
+    start-up with one clear line instead of a traceback from every worker."""
+    global _created_state_dir
     from app.settings import ConfigError, load_from_environment
+    from app.state_dir import prepare
+
+    path, created = prepare(os.environ)
+    _created_state_dir = path if created else None
 
     try:
         load_from_environment()
@@ -72,3 +82,11 @@ def worker_exit(server, worker):  # noqa: ARG001
     gateway = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("cortex")
     if gateway is not None:
         gateway.stop()
+
+
+def on_exit(server):  # noqa: ARG001
+    """Remove the state directory if we made it (a CORTEX_STATE_DIR of the operator's stays)."""
+    if _created_state_dir is not None:
+        from app.state_dir import remove
+
+        remove(_created_state_dir)

@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # configuration, and must not import requests (and so ssl) before gevent patches workers.
     from flask import Flask
 
+    from app.auth import install_enforcement, install_identification
     from app.errors import register_error_handlers
     from app.gateway import Gateway
     from app.routes import api, page, v1
@@ -42,6 +43,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["cortex"] = Gateway(settings)
+
+    # The edges, in the order their before_request hooks must run: name the client, count the
+    # request against its limit (anonymous ones by IP), then refuse it if a key is required.
+    install_identification(app, settings.edges)
+    install_enforcement(app, settings.edges)
 
     app.register_blueprint(api.bp)
     app.register_blueprint(v1.bp)

@@ -93,6 +93,10 @@ def priority(source: str, raw: Any) -> int:
     return int(number(source, raw, minimum=0, maximum=1_000_000, integer=True))
 
 
+def rpm(source: str, raw: Any) -> int:
+    return int(number(source, raw, minimum=1, maximum=1_000_000, integer=True))
+
+
 def worker_name(source: str, raw: Any) -> str:
     if not isinstance(raw, str) or not raw or len(raw) > 64 or not all(c.isalnum() or c in "-_." for c in raw):
         raise ConfigError(f"{source}: worker names are 1-64 letters, digits, '-', '_' or '.', got {raw!r}")

@@ -11,7 +11,8 @@
     ├── MethodNotAllowed (405)
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415)
-    ├── RateLimited (429)         carries retry_after
+    ├── RateLimited (429)         carries retry_after: every upstream is rate limiting
+    │   └── ClientRateLimited     this client exceeded its RATE_LIMIT
     └── ServiceUnavailable (503)  carries retry_after
         └── NoWorkersAvailable
 
@@ -72,7 +73,7 @@ class UpstreamRejected(BadRequest):
 
 
 class Unauthorized(ApiError):
-    status, code, title = 401, "unauthorized", "Unauthorized"
+    status, code, title = 401, "invalid_api_key", "Unauthorized"
 
 
 class NotFound(ApiError):
@@ -97,6 +98,10 @@ class UnsupportedMediaType(ApiError):
 
 class RateLimited(ApiError):
     status, code, title = 429, "rate_limited", "Too many requests"
+
+
+class ClientRateLimited(RateLimited):
+    code, title = "rate_limit_exceeded", "Rate limit exceeded"
 
 
 class ServiceUnavailable(ApiError):
@@ -139,6 +144,8 @@ def _finish(response: Response, error: ApiError) -> Response:
     response.status_code = error.status
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="cortex"'
     return response
 
 

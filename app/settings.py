@@ -16,6 +16,8 @@ from typing import Any
 
 from app import config_values as values
 from app.config_values import ConfigError
+from app.edge_settings import TOP_KEYS as EDGE_KEYS
+from app.edge_settings import Edges, load_edges
 from app.strategies import ALIASES, STRATEGIES, canonical_strategy
 from providers.base import Timeouts
 from providers.catalog import PRESETS, PROVIDERS, Preset
@@ -66,6 +68,9 @@ class WorkerSpec:
     #: Key rotation (app.keys.KEY_STRATEGIES); None means the global KEY_STRATEGY, which
     #: load_settings fills in, so every loaded spec carries a concrete one.
     key_strategy: str | None = None
+    #: Requests per minute each of this worker's keys may receive (a free tier's quota), kept
+    #: by Cortex so the provider never has to answer 429; None: no limit of ours.
+    rpm: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,8 @@ class Settings:
     retry_backoff_max: float = 2.0
     #: The latency strategy's exploration probability (epsilon).
     latency_explore: float = 0.1
+    #: Rate limits, CORS, auth, logs and shared state (app/edge_settings.py).
+    edges: Edges = Edges()
 
     @property
     def demo_only(self) -> bool:
@@ -123,6 +130,7 @@ def _preset_workers(env: Mapping[str, str], timeouts: Timeouts, claimed: set[str
         model = env.get(f"{prefix}_MODEL", "").strip() or preset.default_model
         priority = env.get(f"{prefix}_PRIORITY")
         base_url = env.get(f"{prefix}_BASE_URL")
+        rpm = env.get(f"{prefix}_RPM", "").strip()
         workers.append(
             WorkerSpec(
                 name=preset.name,
@@ -134,6 +142,7 @@ def _preset_workers(env: Mapping[str, str], timeouts: Timeouts, claimed: set[str
                 default_model=model,
                 priority=values.priority(f"{prefix}_PRIORITY", priority) if priority else preset.priority,
                 timeouts=timeouts,
+                rpm=values.rpm(f"{prefix}_RPM", rpm) if rpm else None,
             )
         )
     return workers
@@ -154,6 +163,8 @@ def _url_workers(env: Mapping[str, str], timeouts: Timeouts, spec: UrlList) -> l
         values.priority(f"{prefix}_PRIORITY", priority_raw) if priority_raw else PROVIDERS[provider].default_priority
     )
     keep_alive = values.keep_alive(f"{prefix}_KEEP_ALIVE", env.get(f"{prefix}_KEEP_ALIVE", "").strip() or None)
+    rpm_raw = env.get(f"{prefix}_RPM", "").strip()
+    rpm = values.rpm(f"{prefix}_RPM", rpm_raw) if rpm_raw else None
     workers = []
     for index, entry in enumerate(entries, start=1):
         name, sep, url = entry.partition("=")
@@ -170,6 +181,7 @@ def _url_workers(env: Mapping[str, str], timeouts: Timeouts, spec: UrlList) -> l
                 priority=priority,
                 timeouts=timeouts,
                 keep_alive=keep_alive,
+                rpm=rpm,
             )
         )
     return workers
@@ -180,6 +192,7 @@ def _url_workers(env: Mapping[str, str], timeouts: Timeouts, spec: UrlList) -> l
 _WORKER_KEYS = {
     "name", "provider", "preset", "base_url", "api_keys", "api_keys_env", "models",
     "default_model", "priority", "timeouts", "stream_usage", "headers", "stream", "keep_alive", "key_strategy",
+    "rpm",
 }  # fmt: skip
 
 
@@ -260,6 +273,7 @@ def _toml_worker(index: int, raw: Any, env: Mapping[str, str], timeouts: Timeout
         key_strategy=values.key_strategy(f"{src}.key_strategy", table["key_strategy"])
         if "key_strategy" in table
         else None,
+        rpm=values.rpm(f"{src}.rpm", table["rpm"]) if "rpm" in table else None,
     )
 
 
@@ -270,7 +284,7 @@ _TOP_KEYS = {
     "demo_provider", "demo_delay_ms", "key_cooldown", "max_body_bytes", "upstream_pool_size", "log_level", "timeouts", "workers",
     "sse_keepalive_interval", "aliases",
     "key_strategy", "circuit_failures", "circuit_cooldown", "max_attempts", "retry_backoff_base", "retry_backoff_max",
-    "latency_explore",
+    "latency_explore", *EDGE_KEYS,
 }  # fmt: skip
 
 #: (environment variable, TOML key) of every top-level scalar.
@@ -433,6 +447,7 @@ def load_settings(environ: Mapping[str, str], toml_text: str | None = None) -> S
         log_level=level,
         sse_keepalive_interval=number("sse_keepalive_interval", 15.0, minimum=0, maximum=3600),
         model_aliases=_aliases(environ, doc),
+        edges=load_edges(environ, doc),
         **resilience,
     )
 
