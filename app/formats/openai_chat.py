@@ -36,7 +36,7 @@ DONE = b"data: [DONE]\n\n"
 #: from the status; the type is what people read).
 ERROR_TYPES = {
     400: "invalid_request_error",
-    401: "authentication_error",
+    401: "invalid_request_error",  # as OpenAI answers a wrong key (code invalid_api_key)
     403: "permission_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
