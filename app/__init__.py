@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.auth import install_enforcement, install_identification
     from app.errors import register_error_handlers
     from app.gateway import Gateway
-    from app.routes import api, page, v1
+    from app.routes import admin, api, page, v1
     from app.settings import load_from_environment
 
     settings = settings if settings is not None else load_from_environment()
@@ -42,7 +42,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder="static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["cortex"] = Gateway(settings)
+    gateway = app.extensions["cortex"] = Gateway(settings)
+
+    # Admin changes made through another worker process apply here before this request is
+    # handled (one os.stat when there are none; app/admin_bus.py).
+    app.before_request(gateway.admin.sync)
 
     # The edges, in the order their before_request hooks must run: name the client, count the
     # request against its limit (anonymous ones by IP), then refuse it if a key is required.
@@ -52,5 +56,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(v1.bp)
     app.register_blueprint(page.bp)
+    app.register_blueprint(admin.bp)
     register_error_handlers(app)
     return app

@@ -192,10 +192,22 @@ class Dispatcher:
         self.strategy = strategies[default]
         self.settings = settings
         self.clock = clock
-        #: Every name a request may use as a provider: worker names, types and presets.
-        self.provider_names = frozenset(
-            name for w in pool for name in (w.name, w.type, w.spec.preset) if name is not None
-        )
+        self._provider_names: tuple[int, frozenset[str]] | None = None
+
+    @property
+    def provider_names(self) -> frozenset[str]:
+        """Every name a request may use as a provider: worker names, types and presets;
+        derived again only after the pool was swapped (the admin API)."""
+        cached = self._provider_names
+        if cached is None or cached[0] != self.pool.generation:
+            names = frozenset(name for w in self.pool for name in (w.name, w.type, w.spec.preset) if name is not None)
+            cached = self._provider_names = (self.pool.generation, names)
+        return cached[1]
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Dispatch settings of a configuration reload: strategy, aliases, timeouts, retries."""
+        self.settings = settings
+        self.strategy = self.strategies[settings.routing_strategy]
 
     # --- planning -----------------------------------------------------------------------
 

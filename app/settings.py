@@ -226,11 +226,15 @@ def _toml_models(
     return models, default_model
 
 
-def _toml_worker(index: int, raw: Any, env: Mapping[str, str], timeouts: Timeouts) -> WorkerSpec:
-    table = values.table(f"CORTEX_CONFIG workers[{index}]", raw)
-    values.reject_unknown(f"CORTEX_CONFIG workers[{index}]", table, _WORKER_KEYS)
-    name = values.worker_name(f"CORTEX_CONFIG workers[{index}].name", table.get("name"))
-    src = f"CORTEX_CONFIG workers[{index}] ({name})"
+def _toml_worker(
+    index: int, raw: Any, env: Mapping[str, str], timeouts: Timeouts, where: str | None = None
+) -> WorkerSpec:
+    """One `[[workers]]` table; `where` names it in errors (default: its place in the file)."""
+    where = where or f"CORTEX_CONFIG workers[{index}]"
+    table = values.table(where, raw)
+    values.reject_unknown(where, table, _WORKER_KEYS)
+    name = values.worker_name(f"{where}.name", table.get("name"))
+    src = f"{where} ({name})"
     preset = None
     if "preset" in table:
         preset = PRESETS.get(table["preset"]) if isinstance(table["preset"], str) else None
@@ -481,9 +485,21 @@ def _aliases(env: Mapping[str, str], doc: Mapping[str, Any]) -> dict[str, str]:
     return aliases
 
 
+def parse_worker(raw: Any, env: Mapping[str, str], settings: Settings, where: str = "worker") -> WorkerSpec:
+    """One worker given at runtime (the admin API) in exactly the shape of a `[[workers]]`
+    table, with the running settings' timeouts and key strategy as its defaults."""
+    spec = _toml_worker(0, raw, env, settings.timeouts, where)
+    return spec if spec.key_strategy else replace(spec, key_strategy=settings.key_strategy)
+
+
 def load_from_environment(environ: Mapping[str, str] | None = None) -> Settings:
     """The production entry point: reads the TOML file named by CORTEX_CONFIG, if any."""
     env = os.environ if environ is None else environ
+    return load_settings(env, read_config(env))
+
+
+def read_config(env: Mapping[str, str]) -> str | None:
+    """The text of the TOML file named by CORTEX_CONFIG; None when it is unset."""
     path = env.get("CORTEX_CONFIG", "").strip()
     text = None
     if path:
@@ -494,4 +510,4 @@ def load_from_environment(environ: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"CORTEX_CONFIG: cannot read {path!r} ({exc.strerror})") from None
         except UnicodeDecodeError:
             raise ConfigError(f"CORTEX_CONFIG: {path!r} is not UTF-8 text") from None
-    return load_settings(env, text)
+    return text
