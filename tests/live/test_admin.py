@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import requests
 
 from tests.fakes.openai_server import Stream
+from tests.gateway_process import ROOT
 from tests.live.helpers import CHAT, toml_worker, worker_toml
 
 TOKEN = "live-admin-token-123"
@@ -195,3 +197,29 @@ def test_a_process_started_later_replays_the_journal(fake_openai, gateway):
     names = ["base", "later"]
     after = every_process(gw, lambda body: body["pid"] != leaving and [w["name"] for w in body["workers"]] == names)
     assert leaving not in after and len(after - before) == 1
+
+
+@pytest.mark.skipif(
+    "record_restart" not in (ROOT / "gunicorn.conf.py").read_text(),
+    reason="gunicorn.conf.py has no on_reload hook calling app.admin_journal.record_restart yet",
+)
+def test_sighup_restarts_from_the_file_without_replaying_older_changes(fake_openai, gateway):
+    upstream = fake_openai()
+    gw = gateway(worker_toml("base", upstream.base_url), env=ENV, workers=2)
+    admin(gw, "POST", "/workers", json={"name": "runtime", "provider": "demo"}).raise_for_status()
+    old = every_process(gw, lambda body: worker_of(body, "runtime") is not None)
+
+    (gw.workdir / "cortex.toml").write_text(
+        worker_toml("base", upstream.base_url) + worker_toml("new", upstream.base_url)
+    )
+    assert gw.process is not None
+    gw.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            every_process(
+                gw, lambda body: body["pid"] not in old and [w["name"] for w in body["workers"]] == ["base", "new"]
+            )
+            break
+        except (AssertionError, requests.ConnectionError):
+            assert time.monotonic() < deadline, gw.log()
