@@ -171,12 +171,6 @@ def test_a_health_check_now_updates_every_process(fake_openai, gateway):
         raise AssertionError("a process's /api/health still shows no check")
 
 
-def test_the_admin_api_is_absent_without_a_token(fake_openai, gateway):
-    gw = gateway(worker_toml("w", fake_openai().base_url))
-    response = admin(gw, "GET", "/workers")
-    assert response.status_code == 404 and response.json()["error"] == "Not found"
-
-
 def test_a_process_started_later_replays_the_journal(fake_openai, gateway):
     """gunicorn replaces a worker process that exits: the new one starts from the file, then
     replays the journal from the last reload, and so agrees with the process that stayed."""
