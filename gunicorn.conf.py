@@ -90,3 +90,11 @@ def on_exit(server):  # noqa: ARG001
         from app.state_dir import remove
 
         remove(_created_state_dir)
+
+
+def on_reload(server):  # noqa: ARG001
+    """SIGHUP: journal a reload of the configuration file, so the new worker processes start
+    from the file instead of replaying admin changes made before it (app/admin_journal.py)."""
+    from app.admin_journal import record_restart
+
+    record_restart(os.environ)

@@ -14,11 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 import requests
 
 from tests.fakes.openai_server import Stream
-from tests.gateway_process import ROOT
 from tests.live.helpers import CHAT, toml_worker, worker_toml
 
 TOKEN = "live-admin-token-123"
@@ -193,10 +191,6 @@ def test_a_process_started_later_replays_the_journal(fake_openai, gateway):
     assert leaving not in after and len(after - before) == 1
 
 
-@pytest.mark.skipif(
-    "record_restart" not in (ROOT / "gunicorn.conf.py").read_text(),
-    reason="gunicorn.conf.py has no on_reload hook calling app.admin_journal.record_restart yet",
-)
 def test_sighup_restarts_from_the_file_without_replaying_older_changes(fake_openai, gateway):
     upstream = fake_openai()
     gw = gateway(worker_toml("base", upstream.base_url), env=ENV, workers=2)
