@@ -31,8 +31,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
 
     from app.auth import install_enforcement, install_identification
+    from app.cors import install_cors
     from app.errors import register_error_handlers
     from app.gateway import Gateway
+    from app.limiting import install_proxy_fix, install_rate_limits
     from app.routes import admin, api, page, v1
     from app.settings import load_from_environment
 
@@ -50,8 +52,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # The edges, in the order their before_request hooks must run: name the client, count the
     # request against its limit (anonymous ones by IP), then refuse it if a key is required.
+    install_proxy_fix(app, settings.edges.trusted_proxies)
     install_identification(app, settings.edges)
+    install_rate_limits(app, settings.edges)
     install_enforcement(app, settings.edges)
+    install_cors(app, settings.edges)
 
     app.register_blueprint(api.bp)
     app.register_blueprint(v1.bp)
