@@ -56,6 +56,21 @@ def storage_uri(edges: Edges) -> str:
     return "memory://"
 
 
+#: Schemes whose client takes socket timeouts (redis.Redis); sentinel and cluster differ.
+_PLAIN_REDIS = ("redis", "rediss", "redis+unix")
+#: Seconds to connect to, and wait for, Redis before the limiter falls back to memory. Without
+#: them an unreachable (not refusing) Redis would hold requests for the OS's connect timeout.
+#: Options in the URI's query (`?socket_timeout=5`) take precedence.
+REDIS_TIMEOUT = 1.0
+
+
+def storage_options(uri: str) -> dict[str, float | str | bool]:
+    """Keyword arguments for the storage of `uri` (limits' storage_from_string / flask-limiter)."""
+    if urlsplit(uri).scheme in _PLAIN_REDIS:
+        return {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT}
+    return {}
+
+
 def describe(uri: str) -> str:
     """A storage URI as safe to log: scheme, host and port or path, never a user or password."""
     parts = urlsplit(uri)

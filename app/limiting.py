@@ -66,6 +66,12 @@ def exempt() -> bool:
     return request.method == "OPTIONS" or request.endpoint not in LIMITED_ENDPOINTS
 
 
+def _quiet_breaches(record: logging.LogRecord) -> bool:
+    """Drop flask-limiter's line per refused request (a flood of 429s must not become a flood
+    of log lines, each with a client's address); the store's warnings pass."""
+    return not (record.levelno <= logging.INFO and str(record.msg).startswith("ratelimit "))
+
+
 def configured(edges: Edges) -> bool:
     return edges.rate_limit is not None or any(c.rate_limit for c in edges.clients)
 
@@ -86,6 +92,7 @@ def install_rate_limits(app: Flask, edges: Edges) -> Limiter | None:
         client_key,
         application_limits=[ApplicationLimit(limit_for_client, scope=SCOPE)],
         storage_uri=uri,
+        storage_options=limit_storage.storage_options(uri),  # type: ignore[arg-type]
         strategy="fixed-window",
         key_prefix=KEY_PREFIX,
         headers_enabled=False,  # ours below: flask-limiter's would put Retry-After on every 200
@@ -93,6 +100,7 @@ def install_rate_limits(app: Flask, edges: Edges) -> Limiter | None:
         in_memory_fallback_enabled=True,
     )
     limiter.logger = log  # its "storage unreachable" warnings, in our logs
+    log.addFilter(_quiet_breaches)
     limiter.request_filter(exempt)
     limiter.init_app(app)
     log.info(

@@ -55,7 +55,8 @@ class UpstreamQuota:
 
     def _store(self) -> FixedWindowRateLimiter:
         if self._limiter is None:  # built on first use: create_app opens nothing (rule 1)
-            self._storage = storage_from_string(self.storage_uri)  # type: ignore[assignment]
+            options = limit_storage.storage_options(self.storage_uri)
+            self._storage = storage_from_string(self.storage_uri, **options)  # type: ignore[assignment]
             self._limiter = FixedWindowRateLimiter(self._storage)  # type: ignore[arg-type]
         return self._limiter
 

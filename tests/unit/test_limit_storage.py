@@ -15,7 +15,7 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from app.edge_settings import Edges
-from app.limit_storage import SCHEME, SQLiteStorage, describe, storage_uri
+from app.limit_storage import SCHEME, SQLiteStorage, describe, storage_options, storage_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,3 +109,13 @@ def test_storage_uri_and_description() -> None:
     assert describe("redis://user:s3cret@cache.internal:6380/2") == "redis://cache.internal:6380"
     assert describe("redis://:s3cret@cache.internal") == "redis://cache.internal"
     assert describe(f"{SCHEME}:///run/c/limits.sqlite3") == f"{SCHEME}:///run/c/limits.sqlite3"
+
+
+def test_redis_gets_socket_timeouts_so_an_unreachable_one_cannot_hold_requests() -> None:
+    for uri in ("redis://h:6379", "rediss://h:6380/1", "redis+unix:///run/redis.sock"):
+        assert storage_options(uri) == {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
+    for uri in ("memory://", f"{SCHEME}:///x", "redis+sentinel://h:26379/m"):
+        assert storage_options(uri) == {}
+    redis = storage_from_string("redis://127.0.0.1:1/0", **storage_options("redis://127.0.0.1:1/0"))
+    kwargs = redis.storage.connection_pool.connection_kwargs  # type: ignore[attr-defined]
+    assert kwargs["socket_connect_timeout"] == 1.0 and kwargs["socket_timeout"] == 1.0
