@@ -123,7 +123,8 @@ class SQLiteStorage(Storage):
                     conn.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                    conn.execute("ROLLBACK")
                 raise
         return value
 
