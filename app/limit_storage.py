@@ -52,7 +52,8 @@ def storage_uri(edges: Edges) -> str:
     if edges.ratelimit_storage_uri:
         return edges.ratelimit_storage_uri
     if edges.state_dir:
-        return f"{SCHEME}://{Path(edges.state_dir, FILENAME)}"
+        # Absolute: in scheme://relative/path the first part would be read as a host.
+        return f"{SCHEME}://{Path(edges.state_dir, FILENAME).absolute()}"
     return "memory://"
 
 

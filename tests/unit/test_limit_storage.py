@@ -106,6 +106,9 @@ def test_storage_uri_and_description() -> None:
     assert storage_uri(Edges()) == "memory://"
     assert storage_uri(Edges(state_dir="/run/c")) == f"{SCHEME}:///run/c/limits.sqlite3"
     assert storage_uri(Edges(ratelimit_storage_uri="redis://h:6379", state_dir="/run/c")) == "redis://h:6379"
+    relative = storage_uri(Edges(state_dir="state"))
+    assert relative == f"{SCHEME}://{Path.cwd() / 'state' / 'limits.sqlite3'}"
+    assert SQLiteStorage(relative).path == str(Path.cwd() / "state" / "limits.sqlite3")
     assert describe("redis://user:s3cret@cache.internal:6380/2") == "redis://cache.internal:6380"
     assert describe("redis://:s3cret@cache.internal") == "redis://cache.internal"
     assert describe(f"{SCHEME}:///run/c/limits.sqlite3") == f"{SCHEME}:///run/c/limits.sqlite3"
