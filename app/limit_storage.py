@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from limits.storage import Storage
 
@@ -53,7 +53,7 @@ def storage_uri(edges: Edges) -> str:
         return edges.ratelimit_storage_uri
     if edges.state_dir:
         # Absolute: in scheme://relative/path the first part would be read as a host.
-        return f"{SCHEME}://{Path(edges.state_dir, FILENAME).absolute()}"
+        return f"{SCHEME}://{quote(str(Path(edges.state_dir, FILENAME).absolute()))}"
     return "memory://"
 
 

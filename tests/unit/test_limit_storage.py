@@ -109,6 +109,8 @@ def test_storage_uri_and_description() -> None:
     relative = storage_uri(Edges(state_dir="state"))
     assert relative == f"{SCHEME}://{Path.cwd() / 'state' / 'limits.sqlite3'}"
     assert SQLiteStorage(relative).path == str(Path.cwd() / "state" / "limits.sqlite3")
+    odd = storage_uri(Edges(state_dir="/tmp/a dir#1?x%20"))
+    assert SQLiteStorage(odd).path == "/tmp/a dir#1?x%20/limits.sqlite3"
     assert describe("redis://user:s3cret@cache.internal:6380/2") == "redis://cache.internal:6380"
     assert describe("redis://:s3cret@cache.internal") == "redis://cache.internal"
     assert describe(f"{SCHEME}:///run/c/limits.sqlite3") == f"{SCHEME}:///run/c/limits.sqlite3"
