@@ -31,10 +31,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
 
     from app.auth import install_enforcement, install_identification
+    from app.cors import install_cors
     from app.errors import register_error_handlers
     from app.gateway import Gateway
+    from app.limit_storage import storage_uri
+    from app.limiting import install_proxy_fix, install_rate_limits
     from app.routes import admin, api, page, v1
     from app.settings import load_from_environment
+    from app.upstream_quota import UpstreamQuota
 
     settings = settings if settings is not None else load_from_environment()
     _configure_logging(settings.log_level)
@@ -43,6 +47,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     gateway = app.extensions["cortex"] = Gateway(settings)
+    # Each key's requests per minute (a worker's rpm), counted where the client limits are;
+    # it touches no store for workers without one.
+    gateway.dispatcher.quota = UpstreamQuota(storage_uri(settings.edges))
 
     # Admin changes made through another worker process apply here before this request is
     # handled (one os.stat when there are none; app/admin_bus.py).
@@ -50,8 +57,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # The edges, in the order their before_request hooks must run: name the client, count the
     # request against its limit (anonymous ones by IP), then refuse it if a key is required.
+    install_proxy_fix(app, settings.edges.trusted_proxies)
     install_identification(app, settings.edges)
+    install_rate_limits(app, settings.edges)
     install_enforcement(app, settings.edges)
+    install_cors(app, settings.edges)
 
     app.register_blueprint(api.bp)
     app.register_blueprint(v1.bp)

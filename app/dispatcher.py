@@ -31,6 +31,7 @@ from app.retry import Move, RetryBudget
 from app.routing import resolve_target
 from app.settings import Settings
 from app.strategies import Strategy
+from app.upstream_quota import NoQuota, Quota
 from app.validation import ChatRequest
 from providers.errors import ErrorKind, UpstreamError
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
@@ -164,7 +165,7 @@ _WORKER_FAILURES = frozenset({ErrorKind.CONNECT, ErrorKind.TIMEOUT, ErrorKind.SE
 _TRANSIENT = frozenset({ErrorKind.SERVER, ErrorKind.MALFORMED_STREAM, ErrorKind.INTERRUPTED, ErrorKind.EMPTY})
 _NOTHING = object()
 #: Attempt kinds that mean "this key or worker is rate limited right now".
-_RATE_KINDS = frozenset({ErrorKind.RATE_LIMITED.value, ErrorKind.QUOTA.value, "keys_unavailable"})
+_RATE_KINDS = frozenset({ErrorKind.RATE_LIMITED.value, ErrorKind.QUOTA.value, "keys_unavailable", "upstream_rpm"})
 
 
 @dataclass(slots=True)
@@ -183,9 +184,12 @@ class _Run:
 
 class Dispatcher:
     def __init__(self, pool: WorkerPool, health: HealthMonitor, strategies: Mapping[str, Strategy], default: str,
-                 settings: Settings, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 settings: Settings, clock: Callable[[], float] = time.time,
+                 quota: Quota | None = None) -> None:  # fmt: skip
         """`strategies` holds one instance of each strategy, shared by every request of the
-        process; `default` names the one used when a request does not choose."""
+        process; `default` names the one used when a request does not choose. `quota` counts
+        each key's requests against its worker's `rpm` (app/upstream_quota.py); default: none."""
+        self.quota: Quota = quota if quota is not None else NoQuota()
         self.pool = pool
         self.health = health
         self.strategies = strategies
@@ -303,7 +307,13 @@ class Dispatcher:
                                        "every API key was refused by the provider and is disabled")  # fmt: skip
             run.attempts.append(record)
             return _NOTHING, False
+        over_quota: list[float] = []
         for key_index in keys:
+            # Counted before the budget: a key over quota costs no attempt and no backoff.
+            resets_in = self.quota.take(worker.name, worker.spec.rpm, key_index)
+            if resets_in is not None:
+                over_quota.append(resets_in)
+                continue
             wait = run.budget.admit(time.monotonic(), move)
             if wait is None:
                 reason = "no attempt left within MAX_ATTEMPTS and the time budget (REQUEST_TIMEOUT)"
@@ -333,6 +343,11 @@ class Dispatcher:
             self.health.record_live(worker.name, True)
             self._observe(worker.name, time.monotonic() - attempt_started, True, now)
             return result, False
+        if over_quota:
+            run.retry_at.append(self.clock() + min(over_quota))
+            run.attempts.append(AttemptRecord(worker.name, None, "upstream_rpm", None,
+                                              f"{len(over_quota)} of its keys reached the worker's rpm "
+                                              f"({worker.spec.rpm} requests per minute per key)"))  # fmt: skip
         return _NOTHING, False
 
     def _circuit_verdict(self, worker: Worker, error: UpstreamError, trial: bool) -> None:
