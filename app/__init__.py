@@ -34,11 +34,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.cors import install_cors
     from app.errors import register_error_handlers
     from app.gateway import Gateway
-    from app.limit_storage import storage_uri
     from app.limiting import install_proxy_fix, install_rate_limits
     from app.routes import admin, api, page, v1
     from app.settings import load_from_environment
-    from app.upstream_quota import UpstreamQuota
 
     settings = settings if settings is not None else load_from_environment()
     _configure_logging(settings.log_level)
@@ -47,9 +45,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     gateway = app.extensions["cortex"] = Gateway(settings)
-    # Each key's requests per minute (a worker's rpm), counted where the client limits are;
-    # it touches no store for workers without one.
-    gateway.dispatcher.quota = UpstreamQuota(storage_uri(settings.edges))
 
     # Admin changes made through another worker process apply here before this request is
     # handled (one os.stat when there are none; app/admin_bus.py).

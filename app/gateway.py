@@ -26,9 +26,11 @@ from app.config_values import ConfigError
 from app.dispatcher import Dispatcher
 from app.errors import Conflict, InvalidConfig, NotFound
 from app.health import HealthMonitor
+from app.limit_storage import storage_uri
 from app.pool import Worker, WorkerPool, make_worker
 from app.settings import Settings, WorkerSpec, load_settings, parse_worker, read_config
 from app.strategies import STRATEGIES, LatencyStrategy, make_strategy
+from app.upstream_quota import UpstreamQuota
 from providers.transport import Transport
 
 log = logging.getLogger("cortex.admin")
@@ -74,9 +76,12 @@ class Gateway:
             for name in STRATEGIES
         }
         self.strategy = self.strategies[settings.routing_strategy]
+        # Each key's requests per minute (a worker's rpm), counted where the client limits are;
+        # it touches no store for workers without one.
         self.dispatcher = Dispatcher(
-            self.pool, self.health, self.strategies, settings.routing_strategy, settings, clock
-        )
+            self.pool, self.health, self.strategies, settings.routing_strategy, settings, clock,
+            quota=UpstreamQuota(storage_uri(settings.edges)),
+        )  # fmt: skip
         self.admin = AdminBus.for_state_dir(self, settings.edges.state_dir)
         self._background_check: gevent.Greenlet | None = None
 
