@@ -141,6 +141,17 @@ def test_request_ids_on_streams_and_errors_and_in_the_log(fake_openai, gateway):
     assert lines["client-chosen-1"]["output_tokens"] == 5 and lines["client-chosen-1"]["route"] == "/api/chat"
     assert (lines["refused:2"]["status"], lines["refused:2"]["outcome"]) == (401, "unauthorized")
     assert (lines[generated]["status"], lines[generated]["outcome"]) == (404, "model_not_found")
+    assert not any("prompt" in line or "answer" in line for line in lines.values())  # LOG_CONTENT is off
+
+
+def test_content_is_logged_with_log_content(fake_openai, gateway):
+    good = fake_openai(chat=Stream(chunks=["the ", "answer"]))
+    gw = gateway(worker_toml("good", good.base_url), env={**JSON_LOGS, "LOG_CONTENT": "true"})
+    secret = {"messages": [{"role": "user", "content": "my private question"}]}
+    post(gw, "/api/chat", secret, **{"X-Request-ID": "with-content"})
+    time.sleep(0.2)
+    [line] = [x for x in request_lines(gw) if x["request_id"] == "with-content"]
+    assert line["prompt"] == secret["messages"] and line["answer"] == "the answer"
 
 
 UPSTREAM_KEYS = ["sk-UPSTREAM-SECRET-refused-7f3a", "sk-UPSTREAM-SECRET-valid-91c2"]
