@@ -186,8 +186,19 @@ def test_no_key_appears_in_logs_metrics_status_or_responses(fake_openai, gateway
                 response = post(gw, path, body, **headers)
                 assert response.status_code == (200 if headers is good else 401), response.text
                 seen.append(response.text + json.dumps(dict(response.headers)))
-    for path in ("/api/providers", "/api/health", "/metrics", "/v1/models", "/api/admin/workers"):
-        response = requests.get(gw.url + path, headers={**good, "X-Admin-Token": ADMIN_TOKEN}, timeout=10)
+    for path in ("/api/providers", "/api/health", "/metrics", "/v1/models"):
+        response = requests.get(gw.url + path, headers=good, timeout=10)
+        seen.append(response.text + json.dumps(dict(response.headers)))
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for method, path, headers, status in (
+        ("get", "/api/admin/workers", admin, 200),
+        ("post", "/api/admin/workers/main/keys/1/enable", admin, 200),
+        ("post", "/api/admin/health-check", admin, 200),
+        ("get", "/api/admin/workers", wrong, 401),
+        ("get", "/api/admin/workers", good, 401),  # a client key does not open the admin API
+    ):
+        response = getattr(requests, method)(gw.url + path, headers=headers, timeout=10)
+        assert response.status_code == status, response.text
         seen.append(response.text + json.dumps(dict(response.headers)))
     time.sleep(0.2)
     assert "attempt failed: refusing: auth HTTP 401" in gw.log()  # the failures did happen
