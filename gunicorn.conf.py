@@ -41,7 +41,8 @@ preload_app = False
 
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-# Access log off by default (Cortex logs one line per stream itself); ACCESS_LOG=- for stdout.
+# Access log off by default: Cortex logs one line per request itself (app/request_log.py, with
+# its id, client, worker, tokens and outcome; LOG_FORMAT=json for JSON). ACCESS_LOG=- for stdout.
 accesslog = os.environ.get("ACCESS_LOG") or None
 
 # gunicorn's control socket (for `gunicornc`) defaults to one path per user
@@ -82,6 +83,17 @@ def worker_exit(server, worker):  # noqa: ARG001
     gateway = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("cortex")
     if gateway is not None:
         gateway.stop()
+
+
+def child_exit(server, worker):  # noqa: ARG001
+    """A worker process ended (in the master): drop its live gauges (cortex_streams_in_flight,
+    the worker gauges) from the metrics directory, so a dead process's in-flight streams stop
+    being counted. Its counters stay: they still belong in the totals. prometheus_client is
+    imported only here, after the workers were forked (it imports ssl and socket)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server):  # noqa: ARG001

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,15 +11,6 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _configure_logging(level: str) -> None:
-    logger = logging.getLogger("cortex")
-    logger.setLevel(level)
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -35,16 +25,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.errors import register_error_handlers
     from app.gateway import Gateway
     from app.limiting import install_proxy_fix, install_rate_limits
+    from app.metrics import create_metrics, install_exporter
+    from app.request_log import RequestLog, configure_logging, install_request_log
     from app.routes import admin, api, page, v1
     from app.settings import load_from_environment
 
     settings = settings if settings is not None else load_from_environment()
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.edges.log_format)
 
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder="static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     gateway = app.extensions["cortex"] = Gateway(settings)
+    metrics = app.extensions["cortex_metrics"] = create_metrics(gateway)
+
+    # The first before_request hook: the request's id and its log line, so that even a
+    # request refused by a later hook (401, 429) has both.
+    install_request_log(app, RequestLog(gateway, metrics, log_content=settings.edges.log_content))
 
     # Admin changes made through another worker process apply here before this request is
     # handled (one os.stat when there are none; app/admin_bus.py).
@@ -62,5 +59,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(v1.bp)
     app.register_blueprint(page.bp)
     app.register_blueprint(admin.bp)
+    install_exporter(app, metrics, gateway)
     register_error_handlers(app)
     return app

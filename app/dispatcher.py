@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import gevent
 
@@ -140,6 +140,8 @@ class Completion:
     worker: Worker
     model: str
     attempts: list[AttemptRecord]
+    #: Monotonic time of the first content event (as Dispatch.first_token_at).
+    first_token_at: float | None = None
 
 
 def _until_content(stream: Iterator[Event]) -> list[Event]:
@@ -182,7 +184,26 @@ class _Run:
     rounds: int = 0
 
 
+class DispatchObserver(Protocol):
+    """Told what dispatch does, for metrics (app/metrics.py); worker names and attempt kinds only."""
+
+    def attempt_failed(self, worker: str, kind: str) -> None: ...
+
+    def key_cooled(self, worker: str) -> None: ...
+
+
+class _NoObserver:
+    def attempt_failed(self, worker: str, kind: str) -> None:
+        pass
+
+    def key_cooled(self, worker: str) -> None:
+        pass
+
+
 class Dispatcher:
+    #: Replaced by create_app with the app's metrics; a no-op otherwise (unit tests).
+    observer: DispatchObserver = _NoObserver()
+
     def __init__(self, pool: WorkerPool, health: HealthMonitor, strategies: Mapping[str, Strategy], default: str,
                  settings: Settings, clock: Callable[[], float] = time.time,
                  quota: Quota | None = None) -> None:  # fmt: skip
@@ -306,6 +327,7 @@ class Dispatcher:
                 record = AttemptRecord(worker.name, None, "keys_disabled", None,
                                        "every API key was refused by the provider and is disabled")  # fmt: skip
             run.attempts.append(record)
+            self.observer.attempt_failed(worker.name, record.kind)
             return _NOTHING, False
         over_quota: list[float] = []
         for key_index in keys:
@@ -329,6 +351,7 @@ class Dispatcher:
                 record = AttemptRecord(worker.name, None if key_index is None else key_index + 1,
                                        error.kind.value, error.status, error.message)  # fmt: skip
                 run.attempts.append(record)
+                self.observer.attempt_failed(worker.name, record.kind)
                 log.warning("attempt failed: %s", record.describe())
                 self._circuit_verdict(worker, error, trial)
                 if not self._after_failure(worker, key_index, error, run.retry_at):
@@ -375,6 +398,8 @@ class Dispatcher:
         if error.kind in (ErrorKind.RATE_LIMITED, ErrorKind.QUOTA):
             seconds = error.retry_after if error.retry_after is not None else self.settings.key_cooldown
             worker.keys.cool_down(key_index, now, seconds)
+            if key_index is not None:
+                self.observer.key_cooled(worker.name)
             retry_at.append(now + seconds)
             return key_index is not None
         if error.kind is ErrorKind.AUTH:
@@ -450,4 +475,4 @@ class Dispatcher:
                     raise event.error
         finally:
             dispatch.close()
-        return Completion("".join(parts), finish, usage, worker, model, dispatch.attempts)
+        return Completion("".join(parts), finish, usage, worker, model, dispatch.attempts, dispatch.first_token_at)

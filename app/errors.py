@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app.formats.openai_chat import error_body
@@ -161,6 +161,7 @@ def _finish(response: Response, error: ApiError) -> Response:
 
 def render(error: ApiError) -> Response:
     """OpenAI's shape under /v1 (including its unknown routes), ours elsewhere."""
+    g.cortex_error = error  # the request log's outcome (app/request_log.py)
     path = request.path
     return render_openai(error) if path == "/v1" or path.startswith("/v1/") else render_native(error)
 

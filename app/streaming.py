@@ -20,22 +20,29 @@ from app.formats.base import Encoder
 from app.gateway import Gateway
 from app.pending import PendingDispatch
 from app.relay import relay, relay_after_keepalives
+from app.request_log import RequestRecord
 from app.validation import ChatRequest
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def stream_response(gateway: Gateway, req: ChatRequest, encoder: Encoder) -> Response:
+def stream_response(gateway: Gateway, req: ChatRequest, encoder: Encoder, record: RequestRecord) -> Response:
+    """A streamed answer; `record` (this request's accounting) goes to the relay, which
+    finishes it when the stream ends. A failure before the commit is a plain error response,
+    accounted for by the request log's after_request hook."""
+    record.requested(req)
     watch = ClientWatch.start(request.environ)
     try:
-        return _respond(gateway, req, encoder, watch)
+        return _respond(gateway, req, encoder, watch, record)
     except BaseException:
         if watch is not None:
             watch.stop()
         raise
 
 
-def _respond(gateway: Gateway, req: ChatRequest, encoder: Encoder, watch: ClientWatch | None) -> Response:
+def _respond(
+    gateway: Gateway, req: ChatRequest, encoder: Encoder, watch: ClientWatch | None, record: RequestRecord
+) -> Response:
     pending = PendingDispatch(lambda: gateway.dispatcher.open_stream(req))
     interval = gateway.settings.sse_keepalive_interval
     try:
@@ -44,7 +51,8 @@ def _respond(gateway: Gateway, req: ChatRequest, encoder: Encoder, watch: Client
         pending.cancel()
         raise
     if not committed:
-        body = _watched(relay_after_keepalives(pending, encoder, interval), watch)
+        record.deferred = True
+        body = _watched(relay_after_keepalives(pending, encoder, interval, record), watch, record)
         return Response(body, content_type=encoder.content_type, headers=STREAM_HEADERS, direct_passthrough=True)
     dispatch = pending.result()  # raises the dispatch's ApiError: a real status code
     headers = {
@@ -53,12 +61,16 @@ def _respond(gateway: Gateway, req: ChatRequest, encoder: Encoder, watch: Client
         "X-Cortex-Model": dispatch.model,
         "X-Cortex-Attempts": str(dispatch.attempt_count),
     }
-    body = _watched(relay(dispatch, encoder), watch)
+    record.deferred = True
+    body = _watched(relay(dispatch, encoder, record), watch, record)
     return Response(body, content_type=encoder.content_type, headers=headers, direct_passthrough=True)
 
 
-def _watched(body: Iterator[bytes], watch: ClientWatch | None) -> Iterable[bytes]:
+def _watched(body: Iterator[bytes], watch: ClientWatch | None, record: RequestRecord) -> Iterable[bytes]:
     """Keep watching the client until the WSGI server closes the body (always called, however
     the stream ends). Not `Response.call_on_close`: Werkzeug hands a direct_passthrough body
-    to the server as is and never calls those callbacks, so the watch outlived the response."""
-    return body if watch is None else ClosingIterator(body, watch.stop)
+    to the server as is and never calls those callbacks, so the watch outlived the response.
+    Closing also finishes the record if the relay never ran (a body closed before its first
+    read never enters the generator, so its `finally` does not run)."""
+    callbacks = [record.abandon] if watch is None else [watch.stop, record.abandon]
+    return ClosingIterator(body, callbacks)
