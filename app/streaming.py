@@ -10,7 +10,7 @@ stream, a `ClientWatch` cancels everything the moment the client leaves.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from flask import Response, request
 from werkzeug.wsgi import ClosingIterator
@@ -52,7 +52,7 @@ def _respond(
         raise
     if not committed:
         record.deferred = True
-        body = _watched(relay_after_keepalives(pending, encoder, interval, record), watch, record)
+        body = _watched(relay_after_keepalives(pending, encoder, interval, record), watch, record, pending.cancel)
         return Response(body, content_type=encoder.content_type, headers=STREAM_HEADERS, direct_passthrough=True)
     dispatch = pending.result()  # raises the dispatch's ApiError: a real status code
     headers = {
@@ -62,15 +62,19 @@ def _respond(
         "X-Cortex-Attempts": str(dispatch.attempt_count),
     }
     record.deferred = True
-    body = _watched(relay(dispatch, encoder, record), watch, record)
+    body = _watched(relay(dispatch, encoder, record), watch, record, dispatch.close)
     return Response(body, content_type=encoder.content_type, headers=headers, direct_passthrough=True)
 
 
-def _watched(body: Iterator[bytes], watch: ClientWatch | None, record: RequestRecord) -> Iterable[bytes]:
+def _watched(
+    body: Iterator[bytes], watch: ClientWatch | None, record: RequestRecord, release: Callable[[], None]
+) -> Iterable[bytes]:
     """Keep watching the client until the WSGI server closes the body (always called, however
     the stream ends). Not `Response.call_on_close`: Werkzeug hands a direct_passthrough body
     to the server as is and never calls those callbacks, so the watch outlived the response.
-    Closing also finishes the record if the relay never ran (a body closed before its first
-    read never enters the generator, so its `finally` does not run)."""
-    callbacks = [record.abandon] if watch is None else [watch.stop, record.abandon]
+    A body closed before its first read never enters its generator, so the generator's
+    `finally` does not run: closing therefore also `release`s what the relay would have (the
+    committed dispatch and its upstream, or the pending dispatch) and finishes the record.
+    Both are no-ops once the relay has done it."""
+    callbacks = [release, record.abandon] if watch is None else [watch.stop, release, record.abandon]
     return ClosingIterator(body, callbacks)
