@@ -88,12 +88,12 @@ def worker_exit(server, worker):  # noqa: ARG001
 def child_exit(server, worker):  # noqa: ARG001
     """A worker process ended (in the master): drop its live gauges (cortex_streams_in_flight,
     the worker gauges) from the metrics directory, so a dead process's in-flight streams stop
-    being counted. Its counters stay: they still belong in the totals. prometheus_client is
-    imported only here, after the workers were forked (it imports ssl and socket)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+    being counted. Its counters stay: they still belong in the totals. (What prometheus_client's
+    mark_process_dead does, without importing it: it imports ssl and socket, and the master
+    must not have them imported when it forks the replacement.)"""
+    from app.state_dir import drop_live_gauges
 
-        multiprocess.mark_process_dead(worker.pid)
+    drop_live_gauges(os.environ, worker.pid)
 
 
 def on_exit(server):  # noqa: ARG001

@@ -269,5 +269,5 @@ def test_a_dead_worker_process_keeps_its_counts_and_loses_its_live_gauges(fake_o
     assert total(samples, "cortex_requests_total", outcome="completed") == sent  # the dead process's counts stay
     assert total(samples, "cortex_streams_in_flight") == 0
     assert post(gw, "/api/chat", CHAT).status_code == 200
-    # the replacement was forked after child_exit imported prometheus_client in the master:
-    # the fixture fails the test on a MonkeyPatchWarning or a traceback in the log
+    # the replacement was forked after child_exit ran in the master, which imports nothing
+    # networked: the fixture fails the test on a MonkeyPatchWarning or a traceback in the log
