@@ -20,7 +20,11 @@ from app.edge_settings import Edges
 
 #: /api/ and everything under it except /api/admin; /v1 and everything under it.
 RESOURCES = (r"^/api/(?!admin(?:/|$))", r"^/v1(?:/|$)")
-ALLOW_HEADERS = ("Authorization", "Content-Type", "X-Request-ID")
+#: Ours, and what the official OpenAI SDKs send from a browser (`dangerouslyAllowBrowser`):
+#: their `x-stainless-*` telemetry headers and the organisation/project ones.
+ALLOW_HEADERS = (
+    "Authorization", "Content-Type", "X-Request-ID", r"X-Stainless-[A-Za-z0-9-]+", "OpenAI-Organization", "OpenAI-Project",
+)  # fmt: skip
 EXPOSE_HEADERS = (
     "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After",
     "X-Request-ID", "X-Cortex-Worker", "X-Cortex-Model", "X-Cortex-Attempts",

@@ -88,3 +88,19 @@ def test_only_the_api_is_shared(make_client):
         assert "Access-Control-Allow-Origin" not in client.get(path, headers={"Origin": ORIGIN}).headers, path
     for path in ("/api/health", "/api/providers", "/v1/models"):
         assert client.get(path, headers={"Origin": ORIGIN}).headers["Access-Control-Allow-Origin"] == "*", path
+
+
+def test_the_openai_sdks_browser_headers_pass_the_preflight(make_client):
+    client = make_client(env={"CORS_ORIGINS": ORIGIN})
+    asked = "authorization, content-type, x-stainless-lang, x-stainless-os, x-stainless-retry-count, openai-project"
+    response = client.options(
+        "/v1/chat/completions",
+        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": asked},
+    )
+    allowed = {h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")}
+    assert allowed == {h.strip() for h in asked.split(",")}
+    refused = client.options(
+        "/v1/chat/completions",
+        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-evil"},
+    )
+    assert "x-evil" not in refused.headers.get("Access-Control-Allow-Headers", "").lower()
