@@ -100,7 +100,8 @@ def install_rate_limits(app: Flask, edges: Edges) -> Limiter | None:
         in_memory_fallback_enabled=True,
     )
     limiter.logger = log  # its "storage unreachable" warnings, in our logs
-    log.addFilter(_quiet_breaches)
+    if _quiet_breaches not in log.filters:  # once per process, however many apps are built
+        log.addFilter(_quiet_breaches)
     limiter.request_filter(exempt)
     limiter.init_app(app)
     log.info(
