@@ -25,6 +25,7 @@ connection quietly if it lands outside our code (a write to a client that is not
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -145,3 +146,5 @@ def on_sigterm(
 
     signal.signal(signal.SIGTERM, handler)
     signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn sets it
+    log.info("worker ready (pid %d); on SIGTERM, requests still running after %gs end with an error marker",
+             os.getpid(), notice_at(graceful_timeout))  # fmt: skip

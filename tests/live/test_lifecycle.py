@@ -221,7 +221,7 @@ def test_sighup_under_load_fails_no_request(gateway, fake_openai):
     failed = [(c.url, c.status, c.error, c.text[-200:]) for _, c in results if not intact(c, content)]
     assert not failed, failed
     assert sum(1 for at, _ in results if at > hup_at) >= 8
-    assert "error marker" not in gw.log()
+    assert "unfinished request(s)" not in gw.log()
 
 
 def test_admin_reload_and_sighup_leave_streams_in_flight_intact(gateway, fake_openai):
@@ -261,6 +261,9 @@ def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(gateway, fake_o
     assert eventually(lambda: len(gw.worker_pids()) == 2 and victim not in gw.worker_pids(), timeout=15)
     replaced_at = time.monotonic()
     assert survivor in gw.worker_pids()
+    (replacement,) = set(gw.worker_pids()) - {survivor}
+    # Booted (a worker signalled while it boots misses the signal: gunicorn's race, not ours).
+    assert eventually(lambda: f"worker ready (pid {replacement})" in gw.log(), timeout=15)
     count = len(results)
     assert eventually(lambda: len(results) >= count + 10, timeout=10)
     stop.set()
