@@ -32,6 +32,8 @@ backlog = _int("BACKLOG", 2048)
 # it only catches a worker whose event loop is blocked.
 timeout = _int("WORKER_TIMEOUT", 30)
 # On SIGTERM/SIGHUP, in-flight streams get this long to finish before the worker is killed.
+# About a second before it runs out, the streams still running end with an explicit error
+# marker (code shutting_down), so no client mistakes a cut stream for a whole one.
 graceful_timeout = _int("GRACEFUL_TIMEOUT", 60)
 # Idle keep-alive between requests on one client connection.
 keepalive = _int("KEEPALIVE", 5)
@@ -75,8 +77,22 @@ def on_starting(server):  # noqa: ARG001
 
 
 def post_worker_init(worker):
-    """Start the app's background greenlets (health checks) in this worker process."""
-    worker.wsgi.extensions["cortex"].start()
+    """Start the app's background greenlets (health checks) in this worker process, and make
+    its SIGTERM end the streams still running at the graceful deadline with an error marker
+    instead of a silent cut (app/lifecycle.py)."""
+    from app.lifecycle import on_sigterm
+
+    gateway = worker.wsgi.extensions["cortex"]
+    gateway.start()
+    on_sigterm(worker.handle_exit, gateway.in_flight, worker.cfg.graceful_timeout)
+
+
+def worker_int(worker):
+    """SIGINT/SIGQUIT (a quick shutdown, e.g. Ctrl-C): the worker exits right after this hook,
+    so end the requests in flight with their error marker now, and give them a second to flush."""
+    gateway = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("cortex")
+    if gateway is not None:
+        gateway.in_flight.stop_now(flush=1.0)
 
 
 def worker_exit(server, worker):  # noqa: ARG001

@@ -26,6 +26,7 @@ from app.config_values import ConfigError
 from app.dispatcher import Dispatcher
 from app.errors import Conflict, InvalidConfig, NotFound
 from app.health import HealthMonitor
+from app.lifecycle import InFlight
 from app.limit_storage import storage_uri
 from app.pool import Worker, WorkerPool, make_worker
 from app.settings import Settings, WorkerSpec, load_settings, parse_worker, read_config
@@ -83,6 +84,8 @@ class Gateway:
             quota=UpstreamQuota(storage_uri(settings.edges)),
         )  # fmt: skip
         self.admin = AdminBus.for_state_dir(self, settings.edges.state_dir)
+        #: The chat requests being served, so a stopping process ends them explicitly.
+        self.in_flight = InFlight()
         self._background_check: gevent.Greenlet | None = None
 
     def start(self) -> None:

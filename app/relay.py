@@ -6,7 +6,9 @@ becomes the encoder's explicit error marker. Its `finally` is the single place w
 upstream is closed and the request is accounted for (`RequestRecord.finish`: the request
 log's line and the stream's metrics), whether the stream completed, failed, or the client
 went away (a disconnect reaches us as GeneratorExit through the WSGI
-server's `close()` of the response iterable).
+server's `close()` of the response iterable). A worker process that stops throws
+`GatewayStopping` into a stream still running at its deadline (app/lifecycle.py): the stream
+ends with the error marker of code `shutting_down`, never silently.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from app.disconnect import ClientGone
 from app.dispatcher import Dispatch, follow
 from app.errors import ApiError
 from app.formats.base import Answer, Encoder, Refusal
+from app.lifecycle import GatewayStopping, ShuttingDown
 from app.pending import PendingDispatch
 from app.request_log import RequestRecord
 from providers.errors import ErrorKind, UpstreamError
@@ -56,6 +59,9 @@ def relay_after_keepalives(
         except Exception as error:  # noqa: BLE001 - becomes the stream's error event
             record.refused(error)
             yield encoder.refused(refusal_of(error))
+    except GatewayStopping:
+        record.refused(ShuttingDown())
+        yield encoder.refused(refusal_of(ShuttingDown()))
     except (GeneratorExit, ClientGone):
         outcome = "client_disconnected"
         raise
@@ -94,6 +100,10 @@ def relay(dispatch: Dispatch, encoder: Encoder, record: RequestRecord) -> Iterat
         tail = encoder.end()
         if tail:
             yield tail
+    except GatewayStopping:
+        outcome, error = "failed_mid_stream", ShuttingDown.code
+        log.warning("stream from %s stopped: the worker process is shutting down", dispatch.worker.name)
+        yield encoder.refused(refusal_of(ShuttingDown()))
     except (GeneratorExit, ClientGone):
         outcome = "client_disconnected"
         raise

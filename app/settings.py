@@ -91,6 +91,9 @@ class Settings:
     #: Seconds between SSE keep-alive comments while the first token is awaited; also how
     #: long a streamed request waits for a real status code before committing a 200.
     sse_keepalive_interval: float = 15.0
+    #: A stream whose client has not read for this long is closed (0: never), so a client
+    #: that stops reading does not hold its upstream and a connection slot forever.
+    client_send_timeout: float = 60.0
     #: Model aliases: name -> target ("provider/model", a model, or another alias).
     model_aliases: Mapping[str, str] = field(default_factory=dict)
     #: Key rotation for workers that do not choose their own.
@@ -286,7 +289,7 @@ def _toml_worker(
 _TOP_KEYS = {
     "routing_strategy", "health_check_interval", "health_check_timeout", "degraded_latency",
     "demo_provider", "demo_delay_ms", "key_cooldown", "max_body_bytes", "upstream_pool_size", "log_level", "timeouts", "workers",
-    "sse_keepalive_interval", "aliases",
+    "sse_keepalive_interval", "client_send_timeout", "aliases",
     "key_strategy", "circuit_failures", "circuit_cooldown", "max_attempts", "retry_backoff_base", "retry_backoff_max",
     "latency_explore", *EDGE_KEYS,
 }  # fmt: skip
@@ -304,6 +307,7 @@ _SCALARS: tuple[tuple[str, str], ...] = (
     ("UPSTREAM_POOL_SIZE", "upstream_pool_size"),
     ("LOG_LEVEL", "log_level"),
     ("SSE_KEEPALIVE_INTERVAL", "sse_keepalive_interval"),
+    ("CLIENT_SEND_TIMEOUT", "client_send_timeout"),
     ("KEY_STRATEGY", "key_strategy"),
     ("CIRCUIT_FAILURES", "circuit_failures"),
     ("CIRCUIT_COOLDOWN", "circuit_cooldown"),
@@ -450,6 +454,7 @@ def load_settings(environ: Mapping[str, str], toml_text: str | None = None) -> S
         upstream_pool_size=int(number("upstream_pool_size", 1000, minimum=1, maximum=100_000, integer=True)),
         log_level=level,
         sse_keepalive_interval=number("sse_keepalive_interval", 15.0, minimum=0, maximum=3600),
+        client_send_timeout=number("client_send_timeout", 60.0, minimum=0, maximum=86400),
         model_aliases=_aliases(environ, doc),
         edges=load_edges(environ, doc),
         **resilience,

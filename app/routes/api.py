@@ -57,8 +57,9 @@ def chat_complete() -> Response:
     req = native_chat().chat
     record = current_record()
     record.requested(req)
-    with watching(request.environ):
-        result = gateway().dispatcher.complete(req)
+    gw = gateway()
+    with gw.in_flight.serving(), watching(request.environ):
+        result = gw.dispatcher.complete(req)
     record.completed(result)
     body: dict[str, object] = {
         "response": result.text,

@@ -36,8 +36,9 @@ def chat_completions() -> Response:
         return stream_response(gateway(), body.chat, encoder, current_record())
     record = current_record()
     record.requested(body.chat)
-    with watching(request.environ):
-        result = gateway().dispatcher.complete(body.chat)
+    gw = gateway()
+    with gw.in_flight.serving(), watching(request.environ):
+        result = gw.dispatcher.complete(body.chat)
     record.completed(result)
     response = jsonify(
         completion_body(completion_id, created, result.model, result.text, result.finish_reason, result.usage)

@@ -60,6 +60,8 @@ def test_every_response_has_a_request_id_errors_and_streams_included(make_client
     assert [r.status_code for r in responses] == [401, 404, 405, 400, 200, 404]
     ids = [r.headers["X-Request-ID"] for r in responses]
     assert len(set(ids)) == len(ids)
+    for response in responses:  # else the stream's line is written whenever the GC collects it
+        response.close()
 
 
 # --- the request log -----------------------------------------------------------------------------
