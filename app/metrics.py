@@ -21,6 +21,12 @@ outcomes and failover reasons come from fixed sets. No label carries a key or fr
     cortex_rate_limited_requests_total{scope}            429s: client (its limit) or upstream
     cortex_streams_in_flight                             streams being relayed now
     cortex_worker_up / cortex_worker_degraded{provider}  set from the health view at scrape time
+    cortex_upstream_connections_idle{pid}                kept-alive upstream connections in the pool
+    cortex_event_loop_watchers{pid}                      active gevent watchers (sockets waited on, timers)
+
+The last two are each process's own, read at scrape time by the process that answers the
+scrape (so another process's value is as of its last scrape): O(pools) and O(1) reads, for
+telling a leak from a busy moment (tests/live/test_faults.py).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import gevent
 from flask import Flask, Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_flask_exporter import PrometheusMetrics
@@ -144,6 +151,19 @@ class CortexMetrics:
             ("provider",), registry=registry, multiprocess_mode="livemostrecent",
         )  # fmt: skip
 
+        # One value per process (prometheus_client adds a `pid` label): each process's own,
+        # set when it answers a scrape.
+        self.upstream_idle = Gauge(
+            "cortex_upstream_connections_idle",
+            "Upstream connections of this process kept alive in its pool, waiting for a request",
+            registry=registry, multiprocess_mode="liveall",
+        )  # fmt: skip
+        self.loop_watchers = Gauge(
+            "cortex_event_loop_watchers",
+            "Active watchers of this process's event loop: sockets being waited on, timers",
+            registry=registry, multiprocess_mode="liveall",
+        )  # fmt: skip
+
     # --- the dispatcher's observer -----------------------------------------------------------
 
     def attempt_failed(self, worker: str, kind: str) -> None:
@@ -187,6 +207,13 @@ class CortexMetrics:
             status, _ = worker_status(worker, snapshot, now)
             self.worker_up.labels(provider=worker.name).set(0 if status == UNAVAILABLE else 1)
             self.worker_degraded.labels(provider=worker.name).set(1 if status == DEGRADED else 0)
+
+    def refresh_process(self, gateway: Gateway) -> None:
+        """Set this process's own gauges (called at scrape time): cheap reads, no walk of the heap."""
+        self.upstream_idle.set(gateway.transport.idle_connections())
+        watchers = getattr(gevent.get_hub().loop, "activecnt", None)
+        if isinstance(watchers, int):
+            self.loop_watchers.set(watchers)
 
 
 def provider_label(gateway: Gateway, worker: str | None) -> str:
@@ -233,6 +260,7 @@ def _refreshing(metrics: CortexMetrics, gateway: Gateway) -> Callable[[Callable[
         @functools.wraps(view)
         def scrape(*args: Any, **kwargs: Any) -> Any:
             metrics.refresh_workers(gateway)
+            metrics.refresh_process(gateway)
             return view(*args, **kwargs)
 
         return scrape

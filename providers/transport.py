@@ -172,6 +172,25 @@ class Transport:
                 break
         return b"".join(parts)[:limit]
 
+    def idle_connections(self) -> int:
+        """Upstream connections kept alive in the pool, open and waiting for the next request
+        (for the metrics, read at scrape time). Connections lent to a request are not there;
+        a pool's slots are walked without taking a connection, and nothing is created."""
+        session = self._session
+        if session is None:
+            return 0
+        idle = 0
+        adapters = {id(adapter): adapter for adapter in session.adapters.values()}  # one adapter, two prefixes
+        for adapter in adapters.values():
+            pools = getattr(getattr(adapter, "poolmanager", None), "pools", None)
+            if pools is None:
+                continue
+            for key in pools.keys():
+                slots = getattr(pools.get(key), "pool", None)  # None once the pool is closed
+                if slots is not None:
+                    idle += sum(1 for conn in list(slots.queue) if getattr(conn, "sock", None) is not None)
+        return idle
+
     def close(self) -> None:
         if self._session is not None:
             self._session.close()

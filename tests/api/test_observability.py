@@ -233,3 +233,16 @@ def test_many_apps_in_one_process_each_count_their_own(make_client):
     first.post("/api/chat/complete", json=CHAT)
     assert sample(first, "cortex_requests_total", provider="demo", model="cortex-demo", outcome="completed") == 1
     assert sample(second, "cortex_requests_total", provider="demo", model="cortex-demo", outcome="completed") == 0
+
+
+def test_a_scrape_reports_the_process_s_idle_upstream_connections_and_loop_watchers(make_client, fake_openai):
+    upstream = fake_openai()
+    client = make_client(
+        env={"DEMO_PROVIDER": "off"}, toml=toml_worker(name="up", base_url=upstream.base_url, models=["fake-model"])
+    )
+    client.get("/metrics")
+    assert sample(client, "cortex_upstream_connections_idle") == 0  # nothing has been sent yet
+    assert client.post("/api/chat/complete", json=CHAT).status_code == 200
+    client.get("/metrics")
+    assert sample(client, "cortex_upstream_connections_idle") == 1  # kept alive for the next request
+    assert sample(client, "cortex_event_loop_watchers") >= 0
