@@ -32,6 +32,7 @@ them, so the client checks the exact content it got and who committed. Invariant
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import http.client
 import itertools
@@ -41,9 +42,10 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -51,6 +53,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.fakes.chaos import ChaosOpenAI, Conductor, Fault, Phase, Schedule, pieces
 from tests.fakes.http_server import eventually
 from tests.live.helpers import toml_worker
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.live
 
@@ -465,6 +469,13 @@ def scrape(url: str) -> dict[str, float]:
 # --- the test ---------------------------------------------------------------------------------
 
 
+def run_in_own_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run in a thread of its own: the browser tests' session-scoped Playwright (sync
+    API) keeps an event loop marked running in the main thread for the rest of the session."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def test_streams_under_scheduled_upstream_faults_end_explicitly_and_leave_nothing_behind(gateway):
     plan = schedule(LOAD_SECONDS)
     fakes = [ChaosOpenAI(name, plan).start() for name in ("flaky", "shaky", "good")]
@@ -477,7 +488,7 @@ def test_streams_under_scheduled_upstream_faults_end_explicitly_and_leave_nothin
         )  # fmt: skip
         gw = gateway(toml, env=ENV, workers=2)
         ports = {f.server.port for f in fakes}
-        warm = asyncio.run(run_warmup(gw.port, plan))
+        warm = run_in_own_loop(run_warmup(gw.port, plan))
         assert all(r.outcome == "completed" for r in warm), [vars(r) for r in warm if r.outcome != "completed"]
         plan.origin = None
         before_metrics = scrape(gw.url)
@@ -491,7 +502,7 @@ def test_streams_under_scheduled_upstream_faults_end_explicitly_and_leave_nothin
         gc.freeze()
         gc.disable()
         try:
-            results = asyncio.run(run_load(gw.port, plan, CONCURRENCY))
+            results = run_in_own_loop(run_load(gw.port, plan, CONCURRENCY))
         finally:
             gc.enable()
             gc.unfreeze()
