@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.auth import install_enforcement, install_identification
     from app.errors import register_error_handlers
     from app.gateway import Gateway
-    from app.routes import api, page, v1
+    from app.routes import api, docs, page, v1
     from app.settings import load_from_environment
 
     settings = settings if settings is not None else load_from_environment()
@@ -52,5 +52,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(v1.bp)
     app.register_blueprint(page.bp)
+    app.register_blueprint(docs.bp)
     register_error_handlers(app)
     return app
