@@ -9,11 +9,14 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.errors import InvalidJSON, UnsupportedMediaType, ValidationError
+from app.errors import InvalidJSON, PayloadTooLarge, UnsupportedMediaType, ValidationError
 from app.strategies import ALIASES, STRATEGIES, canonical_strategy
 from providers.base import ROLES, ChatParams, Message
+
+if TYPE_CHECKING:
+    from flask import Request
 
 MAX_MESSAGES = 1000
 MAX_NAME_CHARS = 256
@@ -89,6 +92,19 @@ def _too_deep(data: bytes, limit: int) -> bool:
             break
         brackets = inner
     return b"[]" in brackets or brackets.count(b"[") > limit
+
+
+def read_body(request: Request) -> bytes:
+    """The raw body, refused (413) past MAX_BODY_BYTES whatever its framing. Werkzeug refuses a
+    Content-Length over the limit up front, but cuts a chunked body at the limit silently
+    (LimitedStream.readall stops there), which turned an oversized body into a 400 about
+    truncated JSON; one byte more on the raw stream tells the two apart."""
+    data = request.get_data(cache=False)
+    limit = request.max_content_length
+    if limit is not None and request.content_length is None and len(data) >= limit:
+        if request.environ["wsgi.input"].read(1):
+            raise PayloadTooLarge("the request body exceeds the configured limit (MAX_BODY_BYTES)")
+    return data
 
 
 def decode_json_body(data: bytes, content_type: str | None) -> Any:

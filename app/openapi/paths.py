@@ -147,7 +147,7 @@ PATHS: dict[str, Doc] = {
             "responses": {
                 "200": answer(
                     "The reply as it streams.",
-                    {TEXT: STRING, SSE: STRING},
+                    {TEXT: STRING, SSE: {"schema": ref("NativeSSEEvent")}},
                     "X-Cortex-Worker",
                     "X-Cortex-Model",
                     "X-Cortex-Attempts",
@@ -189,7 +189,7 @@ PATHS: dict[str, Doc] = {
             "responses": {
                 "200": answer(
                     "The completion, or its chunks.",
-                    {**json_body("ChatCompletion"), SSE: STRING},
+                    {**json_body("ChatCompletion"), SSE: {"schema": ref("OpenAISSEEvent")}},
                     "X-Cortex-Worker",
                     "X-Cortex-Model",
                     "X-Cortex-Attempts",

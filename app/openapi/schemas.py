@@ -301,6 +301,85 @@ MODEL_LIST = {
     },
 }
 
+CHAT_COMPLETION_CHUNK = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "chat.completion.chunk"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "delta", "finish_reason"],
+                "properties": {
+                    "index": NON_NEGATIVE,
+                    "delta": {
+                        "type": "object",
+                        "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}},
+                    },
+                    "logprobs": {"type": "null"},
+                    "finish_reason": {"type": ["string", "null"]},
+                },
+            },
+        },
+        "usage": nullable(ref("OpenAIUsage")),
+    },
+}
+
+
+def json_text(schema: Schema) -> Schema:
+    """An SSE `data` field: JSON text whose value `schema` describes."""
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
+
+
+#: One event of POST /api/chat's SSE stream, as an SSE parser hands it over (OpenAPI 3.1: the
+#: `schema` of text/event-stream describes each event). Unnamed events (`message`) carry text.
+NATIVE_SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"enum": ["message", "done", "error"]},
+        "data": json_text(
+            {
+                "anyOf": [
+                    {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
+                    {
+                        "type": "object",
+                        "description": "`done`: who answered, the model, why it finished, usage",
+                        "required": ["provider", "model", "finish_reason", "usage", "attempts"],
+                        "properties": {"usage": nullable(ref("Usage"))},
+                    },
+                    {
+                        "type": "object",
+                        "description": "`error`: the kind of failure; `status` when the request was refused "
+                        "after keep-alives (e.g. 503), null mid-stream",
+                        "required": ["error", "message", "status"],
+                        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                    },
+                ]
+            }
+        ),
+    },
+}
+
+#: One event of /v1/chat/completions' stream: a chunk, an in-band error, or `[DONE]`.
+OPENAI_SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"const": "message"},
+        "data": {
+            "anyOf": [
+                {"const": "[DONE]"},
+                json_text({"anyOf": [ref("ChatCompletionChunk"), ref("OpenAIError")]}),
+            ]
+        },
+    },
+}
+
 TIMEOUTS = {
     "type": "object",
     "additionalProperties": False,
@@ -367,6 +446,9 @@ SCHEMAS: dict[str, Schema] = {
     "Completion": COMPLETE,
     "OpenAIUsage": OPENAI_USAGE,
     "ChatCompletion": CHAT_COMPLETION,
+    "ChatCompletionChunk": CHAT_COMPLETION_CHUNK,
+    "NativeSSEEvent": NATIVE_SSE_EVENT,
+    "OpenAISSEEvent": OPENAI_SSE_EVENT,
     "ModelList": MODEL_LIST,
     "Timeouts": TIMEOUTS,
     "WorkerSpec": WORKER_SPEC,

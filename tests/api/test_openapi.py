@@ -59,6 +59,34 @@ def assert_documented(doc: dict[str, Any], method: str, path: str, response: Any
             assert name in response.headers, f"{method} {path} {status}: header {name} missing"
     if media == "application/json":
         _validator(doc, answer["content"][media]["schema"]).validate(response.get_json())
+    if media == "text/event-stream":
+        for event in sse_events(response.get_data()):
+            assert_event_documented(doc, answer["content"][media]["schema"], event)
+
+
+def sse_events(body: bytes) -> list[dict[str, str]]:
+    """Events as an SSE parser hands them over (our encoders write `\n` line ends only)."""
+    events = []
+    for block in body.decode("utf-8").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n") if line and not line.startswith(":"))
+        if fields:
+            events.append({"event": fields.get("event", "message"), "data": fields["data"]})
+    return events
+
+
+def assert_event_documented(doc: dict[str, Any], schema: dict[str, Any], event: dict[str, str]) -> None:
+    """The event against its schema, and its `data` JSON against the `contentSchema` it names
+    (an annotation JSON Schema validators do not check by themselves)."""
+    _validator(doc, schema).validate(event)
+    name = schema["$ref"].rsplit("/", 1)[1]
+    data_schema = doc["components"]["schemas"][name]["properties"]["data"]
+    if event["data"] == "[DONE]":
+        return
+    content = (
+        data_schema.get("contentSchema")
+        or next(s for s in data_schema["anyOf"] if "contentSchema" in s)["contentSchema"]
+    )
+    _validator(doc, content).validate(json.loads(event["data"]))
 
 
 def flask_rules(app: Any) -> set[tuple[str, str]]:
@@ -167,7 +195,8 @@ def test_chat_answers_match(secured, doc):
         assert streamed.mimetype == media
         assert_documented(doc, "POST", "/api/chat", streamed)
     for stream, media in ((False, "application/json"), (True, "text/event-stream")):
-        answer = secured.post("/v1/chat/completions", json={**CHAT, "stream": stream}, headers=AUTH)
+        body = {**CHAT, "stream": stream, "stream_options": {"include_usage": True}}
+        answer = secured.post("/v1/chat/completions", json=body, headers=AUTH)
         assert answer.status_code == 200 and answer.mimetype == media
         assert_documented(doc, "POST", "/v1/chat/completions", answer)
 
@@ -219,6 +248,23 @@ def test_rate_limited_answers_match(make_client, doc, path, fake_openai):
     assert response.status_code == 429
     assert_documented(doc, "POST", path, response)
     assert "sk-limited-key-1" not in response.get_data(as_text=True)
+
+
+def test_sse_events_are_checked_against_their_data_schema(doc):
+    """The SSE check bites: a `done` event without its fields, a chunk of the wrong object."""
+    with pytest.raises(jsonschema_rs.ValidationError):
+        assert_event_documented(doc, {"$ref": "#/components/schemas/NativeSSEEvent"}, {"event": "done", "data": "{}"})
+    chunk = '{"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": []}'
+    with pytest.raises(jsonschema_rs.ValidationError):
+        assert_event_documented(
+            doc, {"$ref": "#/components/schemas/OpenAISSEEvent"}, {"event": "message", "data": chunk}
+        )
+
+
+def test_a_refusal_after_keepalives_is_a_documented_sse_error_event(doc):
+    """A 503 that arrives inside an SSE stream (after keep-alives) is an `error` event."""
+    event = {"event": "error", "data": '{"error":"no_workers_available","message":"m","status":503,"retry_after":5}'}
+    assert_event_documented(doc, {"$ref": "#/components/schemas/NativeSSEEvent"}, event)
 
 
 @pytest.mark.parametrize(("path", "shape"), [("/api/health", "NativeError"), ("/v1/models", "OpenAIError")])
