@@ -11,9 +11,11 @@ from typing import Any
 import jsonschema_rs
 import pytest
 import schemathesis
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from app.openapi import document
-from app.validation import MAX_JSON_DEPTH, MAX_MESSAGES
+from app.validation import MAX_JSON_DEPTH, MAX_MESSAGES, _too_deep
 
 ADMIN_TOKEN = "admin-token-for-openapi-tests"
 CLIENT_KEY = "sk-cortex-openapi-client"
@@ -369,3 +371,39 @@ def test_openai_integers_follow_json_schema(client, field, value, status):
     response = client.post("/v1/chat/completions", json=body)
     response.close()
     assert response.status_code == status
+
+
+# --- the nesting bound, judged before parsing, agrees with the parsed depth ----------------
+
+JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=6)
+
+
+def depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    return 0
+
+
+def deep(leaf: Any, levels: list[bool]) -> Any:
+    for is_object in levels:
+        leaf = {"[k{": leaf} if is_object else [leaf]
+    return leaf
+
+
+@settings(max_examples=300, database=None, deadline=None)
+@given(
+    value=st.recursive(
+        JSON_LEAVES,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text('[]{}"\\k', max_size=4), inner, max_size=3),
+        max_leaves=20,
+    ),
+    levels=st.lists(st.booleans(), max_size=40),
+)
+@example(value="[[[", levels=[True] * MAX_JSON_DEPTH)  # exactly the limit: accepted
+@example(value=[], levels=[False, True] * (MAX_JSON_DEPTH // 2))  # one past it: refused
+def test_the_nesting_bound_matches_the_parsed_depth(value, levels):
+    """Brackets inside strings and escaped quotes do not fool it; objects and arrays count alike."""
+    data = json.dumps(deep(value, levels)).encode()
+    assert _too_deep(data, MAX_JSON_DEPTH) == (depth(deep(value, levels)) > MAX_JSON_DEPTH)
