@@ -7,13 +7,15 @@ BIN    := $(VENV)/bin
 PORT   ?= 4000
 # The browser tests (tests/browser) drive Debian's Chromium; Playwright's own download is not used.
 CHROMIUM ?= /usr/bin/chromium
+# The shared rate-limit tests start a private redis-server (tests/redis_server.py).
+REDIS_SERVER ?= /usr/bin/redis-server
 
-.PHONY: run test lint venv dev-venv chromium clean
+.PHONY: run test lint venv dev-venv chromium redis-server clean
 
 run: $(VENV)/.runtime
 	PORT=$(PORT) exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: lint $(CHROMIUM)
+test: lint $(CHROMIUM) $(REDIS_SERVER)
 	$(BIN)/pytest
 
 lint: $(VENV)/.dev
@@ -29,6 +31,15 @@ $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "make: apt-get not found: install Chromium at $(CHROMIUM) (or set CHROMIUM=...)"; exit 1; }
 	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium
+
+redis-server: $(REDIS_SERVER)
+
+# Installed only when missing, like Chromium; the tests start their own, never the system service.
+$(REDIS_SERVER):
+	@echo "make: $(REDIS_SERVER) is missing; installing Debian's redis-server for the rate-limit tests"
+	@command -v apt-get >/dev/null || { echo "make: apt-get not found: install redis-server at $(REDIS_SERVER) (or set REDIS_SERVER=...)"; exit 1; }
+	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y redis-server
 
 venv: $(VENV)/.runtime
 dev-venv: $(VENV)/.dev

@@ -32,6 +32,8 @@ backlog = _int("BACKLOG", 2048)
 # it only catches a worker whose event loop is blocked.
 timeout = _int("WORKER_TIMEOUT", 30)
 # On SIGTERM/SIGHUP, in-flight streams get this long to finish before the worker is killed.
+# About a second before it runs out, the streams still running end with an explicit error
+# marker (code shutting_down), so no client mistakes a cut stream for a whole one.
 graceful_timeout = _int("GRACEFUL_TIMEOUT", 60)
 # Idle keep-alive between requests on one client connection.
 keepalive = _int("KEEPALIVE", 5)
@@ -41,7 +43,8 @@ preload_app = False
 
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-# Access log off by default (Cortex logs one line per stream itself); ACCESS_LOG=- for stdout.
+# Access log off by default: Cortex logs one line per request itself (app/request_log.py, with
+# its id, client, worker, tokens and outcome; LOG_FORMAT=json for JSON). ACCESS_LOG=- for stdout.
 accesslog = os.environ.get("ACCESS_LOG") or None
 
 # gunicorn's control socket (for `gunicornc`) defaults to one path per user
@@ -74,8 +77,22 @@ def on_starting(server):  # noqa: ARG001
 
 
 def post_worker_init(worker):
-    """Start the app's background greenlets (health checks) in this worker process."""
-    worker.wsgi.extensions["cortex"].start()
+    """Start the app's background greenlets (health checks) in this worker process, and make
+    its SIGTERM end the streams still running at the graceful deadline with an error marker
+    instead of a silent cut (app/lifecycle.py)."""
+    from app.lifecycle import on_sigterm
+
+    gateway = worker.wsgi.extensions["cortex"]
+    gateway.start()
+    on_sigterm(worker.handle_exit, gateway.in_flight, worker.cfg.graceful_timeout)
+
+
+def worker_int(worker):
+    """SIGINT/SIGQUIT (a quick shutdown, e.g. Ctrl-C): the worker exits right after this hook,
+    so end the requests in flight with their error marker now, and give them a second to flush."""
+    gateway = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("cortex")
+    if gateway is not None:
+        gateway.in_flight.stop_now(flush=1.0)
 
 
 def worker_exit(server, worker):  # noqa: ARG001
@@ -84,9 +101,28 @@ def worker_exit(server, worker):  # noqa: ARG001
         gateway.stop()
 
 
+def child_exit(server, worker):  # noqa: ARG001
+    """A worker process ended (in the master): drop its live gauges (cortex_streams_in_flight,
+    the worker gauges) from the metrics directory, so a dead process's in-flight streams stop
+    being counted. Its counters stay: they still belong in the totals. (What prometheus_client's
+    mark_process_dead does, without importing it: it imports ssl and socket, and the master
+    must not have them imported when it forks the replacement.)"""
+    from app.state_dir import drop_live_gauges
+
+    drop_live_gauges(os.environ, worker.pid)
+
+
 def on_exit(server):  # noqa: ARG001
     """Remove the state directory if we made it (a CORTEX_STATE_DIR of the operator's stays)."""
     if _created_state_dir is not None:
         from app.state_dir import remove
 
         remove(_created_state_dir)
+
+
+def on_reload(server):  # noqa: ARG001
+    """SIGHUP: journal a reload of the configuration file, so the new worker processes start
+    from the file instead of replaying admin changes made before it (app/admin_journal.py)."""
+    from app.admin_journal import record_restart
+
+    record_restart(os.environ)

@@ -69,11 +69,16 @@ def url(source: str, raw: Any) -> str:
     return url
 
 
-def keys(source: str, raw: Any) -> tuple[str, ...]:
+def string_list(source: str, raw: Any, what: str) -> tuple[str, ...]:
+    """A comma-separated string or a TOML array of strings, stripped, empty items dropped."""
     items = raw.split(",") if isinstance(raw, str) else raw
-    if not isinstance(items, list | tuple) or not all(isinstance(k, str) for k in items):
-        raise ConfigError(f"{source}: expected a comma-separated list (or TOML array) of keys")
-    keys = tuple(k.strip() for k in items if k.strip())
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{source}: expected a comma-separated list (or TOML array) of {what}")
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def keys(source: str, raw: Any) -> tuple[str, ...]:
+    keys = string_list(source, raw, "keys")
     for index, key in enumerate(keys):
         if any(ch.isspace() or ord(ch) < 32 for ch in key):
             raise ConfigError(f"{source}: key #{index + 1} contains whitespace or control characters")
@@ -83,10 +88,7 @@ def keys(source: str, raw: Any) -> tuple[str, ...]:
 
 
 def names(source: str, raw: Any) -> tuple[str, ...]:
-    items = raw.split(",") if isinstance(raw, str) else raw
-    if not isinstance(items, list | tuple) or not all(isinstance(m, str) for m in items):
-        raise ConfigError(f"{source}: expected a list of model names")
-    return tuple(m.strip() for m in items if m.strip())
+    return string_list(source, raw, "model names")
 
 
 def priority(source: str, raw: Any) -> int:

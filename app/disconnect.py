@@ -11,13 +11,25 @@ into the request's greenlet, wherever that is blocked. The `finally` blocks on t
 `ClientGone` is a `GreenletExit`, so gevent does not report it as a crash and gunicorn's
 gevent worker ends the request quietly. Under Flask's test client there is no socket, and
 no watch.
+
+The same greenlet releases a client that stays connected but stops reading a stream. The
+server's write to it blocks (gevent's `sendall` on a blocking socket waits forever), the relay
+stops pulling from the upstream, and the upstream's TCP window fills: memory stays bounded,
+but the request, its upstream connection and a slot of WORKER_CONNECTIONS are held for as
+long as the client likes. So the streamed body marks when it handed a chunk to the server
+(`handed`) and when the server came back for the next (`taken`); a chunk not taken within
+CLIENT_SEND_TIMEOUT seconds means the client has not read for that long, and the watch shuts
+the socket down: the blocked write fails at once (EPIPE, which gunicorn ignores quietly) and
+the relay's `finally` releases the upstream.
 """
 
 from __future__ import annotations
 
+import _socket
 import logging
 import select
 import socket
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -49,24 +61,59 @@ def peer_closed(sock: socket.socket) -> bool | None:
         return True
 
 
-class ClientWatch:
-    __slots__ = ("_sock", "_target", "_greenlet", "_stopped")
+def shut_down(sock: socket.socket) -> None:
+    """Shut the connection down in the kernel, so that a greenlet blocked writing to it fails
+    with EPIPE (which gunicorn ignores quietly). Not gevent's `sock.shutdown`: that wakes the
+    writer with its own cancel_wait_ex (EBADF), which gunicorn logs with a traceback."""
+    fileno = sock.fileno()
+    if fileno < 0:  # the server has closed it already
+        return
+    raw = _socket.socket(fileno=fileno)
+    try:
+        raw.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        raw.detach()
 
-    def __init__(self, sock: socket.socket) -> None:
+
+class ClientWatch:
+    __slots__ = ("_sock", "_target", "_greenlet", "_stopped", "_send_timeout", "_handed_at")
+
+    def __init__(self, sock: socket.socket, send_timeout: float = 0.0) -> None:
         self._sock = sock
         self._target = gevent.getcurrent()
         self._stopped = False
+        #: CLIENT_SEND_TIMEOUT (0: none); `_handed_at`: when the chunk being written was handed over.
+        self._send_timeout = send_timeout
+        self._handed_at: float | None = None
         self._greenlet = gevent.spawn(self._run)
 
     @classmethod
-    def start(cls, environ: Mapping[str, Any]) -> ClientWatch | None:
+    def start(cls, environ: Mapping[str, Any], send_timeout: float = 0.0) -> ClientWatch | None:
         sock = environ.get("gunicorn.socket")
-        return cls(sock) if isinstance(sock, socket.socket) else None
+        return cls(sock, send_timeout) if isinstance(sock, socket.socket) else None
+
+    def handed(self) -> None:
+        """A chunk was handed to the server to write to the client."""
+        self._handed_at = time.monotonic()
+
+    def taken(self) -> None:
+        """The server asked for the next chunk: the previous one is written."""
+        self._handed_at = None
+
+    def _stalled(self) -> bool:
+        handed = self._handed_at
+        return self._send_timeout > 0 and handed is not None and time.monotonic() - handed > self._send_timeout
 
     def _run(self) -> None:
         while True:
             gevent.sleep(INTERVAL)
             if self._stopped:
+                return
+            if self._stalled():
+                log.info("client read nothing for %gs (CLIENT_SEND_TIMEOUT); closing its stream", self._send_timeout)
+                shut_down(self._sock)
                 return
             closed = peer_closed(self._sock)
             if closed is None:

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import gevent
 
@@ -31,6 +31,7 @@ from app.retry import Move, RetryBudget
 from app.routing import resolve_target
 from app.settings import Settings
 from app.strategies import Strategy
+from app.upstream_quota import NoQuota, Quota
 from app.validation import ChatRequest
 from providers.errors import ErrorKind, UpstreamError
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
@@ -139,6 +140,8 @@ class Completion:
     worker: Worker
     model: str
     attempts: list[AttemptRecord]
+    #: Monotonic time of the first content event (as Dispatch.first_token_at).
+    first_token_at: float | None = None
 
 
 def _until_content(stream: Iterator[Event]) -> list[Event]:
@@ -164,7 +167,7 @@ _WORKER_FAILURES = frozenset({ErrorKind.CONNECT, ErrorKind.TIMEOUT, ErrorKind.SE
 _TRANSIENT = frozenset({ErrorKind.SERVER, ErrorKind.MALFORMED_STREAM, ErrorKind.INTERRUPTED, ErrorKind.EMPTY})
 _NOTHING = object()
 #: Attempt kinds that mean "this key or worker is rate limited right now".
-_RATE_KINDS = frozenset({ErrorKind.RATE_LIMITED.value, ErrorKind.QUOTA.value, "keys_unavailable"})
+_RATE_KINDS = frozenset({ErrorKind.RATE_LIMITED.value, ErrorKind.QUOTA.value, "keys_unavailable", "upstream_rpm"})
 
 
 @dataclass(slots=True)
@@ -181,21 +184,55 @@ class _Run:
     rounds: int = 0
 
 
+class DispatchObserver(Protocol):
+    """Told what dispatch does, for metrics (app/metrics.py); worker names and attempt kinds only."""
+
+    def attempt_failed(self, worker: str, kind: str) -> None: ...
+
+    def key_cooled(self, worker: str) -> None: ...
+
+
+class _NoObserver:
+    def attempt_failed(self, worker: str, kind: str) -> None:
+        pass
+
+    def key_cooled(self, worker: str) -> None:
+        pass
+
+
 class Dispatcher:
+    #: Replaced by create_app with the app's metrics; a no-op otherwise (unit tests).
+    observer: DispatchObserver = _NoObserver()
+
     def __init__(self, pool: WorkerPool, health: HealthMonitor, strategies: Mapping[str, Strategy], default: str,
-                 settings: Settings, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 settings: Settings, clock: Callable[[], float] = time.time,
+                 quota: Quota | None = None) -> None:  # fmt: skip
         """`strategies` holds one instance of each strategy, shared by every request of the
-        process; `default` names the one used when a request does not choose."""
+        process; `default` names the one used when a request does not choose. `quota` counts
+        each key's requests against its worker's `rpm` (app/upstream_quota.py); default: none."""
+        self.quota: Quota = quota if quota is not None else NoQuota()
         self.pool = pool
         self.health = health
         self.strategies = strategies
         self.strategy = strategies[default]
         self.settings = settings
         self.clock = clock
-        #: Every name a request may use as a provider: worker names, types and presets.
-        self.provider_names = frozenset(
-            name for w in pool for name in (w.name, w.type, w.spec.preset) if name is not None
-        )
+        self._provider_names: tuple[int, frozenset[str]] | None = None
+
+    @property
+    def provider_names(self) -> frozenset[str]:
+        """Every name a request may use as a provider: worker names, types and presets;
+        derived again only after the pool was swapped (the admin API)."""
+        cached = self._provider_names
+        if cached is None or cached[0] != self.pool.generation:
+            names = frozenset(name for w in self.pool for name in (w.name, w.type, w.spec.preset) if name is not None)
+            cached = self._provider_names = (self.pool.generation, names)
+        return cached[1]
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Dispatch settings of a configuration reload: strategy, aliases, timeouts, retries."""
+        self.settings = settings
+        self.strategy = self.strategies[settings.routing_strategy]
 
     # --- planning -----------------------------------------------------------------------
 
@@ -290,8 +327,15 @@ class Dispatcher:
                 record = AttemptRecord(worker.name, None, "keys_disabled", None,
                                        "every API key was refused by the provider and is disabled")  # fmt: skip
             run.attempts.append(record)
+            self.observer.attempt_failed(worker.name, record.kind)
             return _NOTHING, False
+        over_quota: list[float] = []
         for key_index in keys:
+            # Counted before the budget: a key over quota costs no attempt and no backoff.
+            resets_in = self.quota.take(worker.name, worker.spec.rpm, key_index)
+            if resets_in is not None:
+                over_quota.append(resets_in)
+                continue
             wait = run.budget.admit(time.monotonic(), move)
             if wait is None:
                 reason = "no attempt left within MAX_ATTEMPTS and the time budget (REQUEST_TIMEOUT)"
@@ -307,6 +351,7 @@ class Dispatcher:
                 record = AttemptRecord(worker.name, None if key_index is None else key_index + 1,
                                        error.kind.value, error.status, error.message)  # fmt: skip
                 run.attempts.append(record)
+                self.observer.attempt_failed(worker.name, record.kind)
                 log.warning("attempt failed: %s", record.describe())
                 self._circuit_verdict(worker, error, trial)
                 if not self._after_failure(worker, key_index, error, run.retry_at):
@@ -321,6 +366,11 @@ class Dispatcher:
             self.health.record_live(worker.name, True)
             self._observe(worker.name, time.monotonic() - attempt_started, True, now)
             return result, False
+        if over_quota:
+            run.retry_at.append(self.clock() + min(over_quota))
+            run.attempts.append(AttemptRecord(worker.name, None, "upstream_rpm", None,
+                                              f"{len(over_quota)} of its keys reached the worker's rpm "
+                                              f"({worker.spec.rpm} requests per minute per key)"))  # fmt: skip
         return _NOTHING, False
 
     def _circuit_verdict(self, worker: Worker, error: UpstreamError, trial: bool) -> None:
@@ -348,6 +398,8 @@ class Dispatcher:
         if error.kind in (ErrorKind.RATE_LIMITED, ErrorKind.QUOTA):
             seconds = error.retry_after if error.retry_after is not None else self.settings.key_cooldown
             worker.keys.cool_down(key_index, now, seconds)
+            if key_index is not None:
+                self.observer.key_cooled(worker.name)
             retry_at.append(now + seconds)
             return key_index is not None
         if error.kind is ErrorKind.AUTH:
@@ -423,4 +475,4 @@ class Dispatcher:
                     raise event.error
         finally:
             dispatch.close()
-        return Completion("".join(parts), finish, usage, worker, model, dispatch.attempts)
+        return Completion("".join(parts), finish, usage, worker, model, dispatch.attempts, dispatch.first_token_at)

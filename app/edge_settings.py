@@ -98,10 +98,7 @@ def storage_uri(source: str, raw: Any) -> str | None:
 
 
 def origins(source: str, raw: Any) -> tuple[str, ...]:
-    items = raw.split(",") if isinstance(raw, str) else raw
-    if not isinstance(items, list | tuple) or not all(isinstance(o, str) for o in items):
-        raise ConfigError(f"{source}: expected a comma-separated list (or TOML array) of origins, or '*'")
-    found = tuple(dict.fromkeys(o.strip().rstrip("/") for o in items if o.strip()))
+    found = tuple(dict.fromkeys(o.rstrip("/") for o in values.string_list(source, raw, "origins, or '*'")))
     if "*" in found:
         if len(found) > 1:
             raise ConfigError(f"{source}: '*' allows every origin; list origins or give '*' alone")

@@ -9,8 +9,10 @@
     ├── NotFound (404)            unknown route or provider
     │   └── ModelNotFound         no worker serves the model
     ├── MethodNotAllowed (405)
+    ├── Conflict (409)            the admin API: a worker of that name exists
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415)
+    ├── InvalidConfig (422)       the admin API: a worker or configuration file is invalid
     ├── RateLimited (429)         carries retry_after: every upstream is rate limiting
     │   └── ClientRateLimited     this client exceeded its RATE_LIMIT
     └── ServiceUnavailable (503)  carries retry_after
@@ -29,7 +31,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app.formats.openai_chat import error_body
@@ -88,12 +90,20 @@ class MethodNotAllowed(ApiError):
     status, code, title = 405, "method_not_allowed", "Method not allowed"
 
 
+class Conflict(ApiError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
 class PayloadTooLarge(ApiError):
     status, code, title = 413, "payload_too_large", "Request body too large"
 
 
 class UnsupportedMediaType(ApiError):
     status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class InvalidConfig(ApiError):
+    status, code, title = 422, "invalid_config", "Invalid configuration"
 
 
 class RateLimited(ApiError):
@@ -151,6 +161,7 @@ def _finish(response: Response, error: ApiError) -> Response:
 
 def render(error: ApiError) -> Response:
     """OpenAI's shape under /v1 (including its unknown routes), ours elsewhere."""
+    g.cortex_error = error  # the request log's outcome (app/request_log.py)
     path = request.path
     return render_openai(error) if path == "/v1" or path.startswith("/v1/") else render_native(error)
 

@@ -79,16 +79,36 @@ class HealthMonitor:
         self.clock = clock
         self.snapshot = HealthSnapshot(MappingProxyType({w.name: _UNKNOWN for w in pool}))
         self._greenlet: gevent.Greenlet | None = None
+        self._started = False
 
     def start(self) -> None:
         """Start the loop; a no-op when health checks are disabled (interval 0)."""
+        self._started = True
         if self.interval > 0 and self._greenlet is None:
             self._greenlet = gevent.spawn(self._run)
 
     def stop(self) -> None:
+        self._started = False
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
             self._greenlet = None
+
+    def reconfigure(self, *, interval: float, timeout: float, degraded_latency: float) -> None:
+        """New probe settings (a configuration reload); the loop starts or stops if the
+        interval turned on or off, and otherwise picks the new interval up after its sleep."""
+        self.timeout, self.degraded_latency = timeout, degraded_latency
+        if interval != self.interval:
+            self.interval = interval
+            if self._started:
+                self.stop()
+                self.start()
+
+    def retain(self) -> None:
+        """The pool was swapped: keep what is known of the workers still in it, start the new
+        ones as unknown, forget the removed ones. One new snapshot, swapped in whole."""
+        old = self.snapshot
+        workers = {w.name: old.of(w.name) for w in self.pool}
+        self.snapshot = HealthSnapshot(MappingProxyType(workers), old.taken_at)
 
     def check_now(self) -> HealthSnapshot:
         """Probe every worker at once and publish the result; returns the new snapshot."""

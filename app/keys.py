@@ -102,7 +102,8 @@ class KeyRing:
         state.cooldown_until = max(state.cooldown_until, now + seconds)
 
     def disable(self, index: int | None) -> None:
-        """A key the upstream refused (401/403) stays out until config reload or an operator."""
+        """A key the upstream refused (401/403) stays out until an operator enables it (the admin
+        API) or its worker's configuration changes (a reload keeps an unchanged worker's ring)."""
         if index is not None and not self._states[index].disabled:
             self._states[index].disabled = True
             self._states[index].disabled_count += 1

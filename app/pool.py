@@ -1,5 +1,11 @@
 """Workers as the running gateway sees them: the configured spec, its adapter, its key ring,
-its circuit and its live load. The pool is built once from Settings and is read-only afterwards."""
+its circuit and its live load.
+
+The pool changes only as a whole (the admin API adds, removes, reloads): the next set of
+workers is built aside, reusing the Worker objects whose spec is unchanged (so their key
+stats, disabled keys and circuit survive), and swapped in with one assignment. Readers never
+lock: an iteration that started before a swap finishes over the set it started with, and a
+stream already dispatched keeps its Worker object to the end."""
 
 from __future__ import annotations
 
@@ -63,22 +69,44 @@ class Worker:
         return requested if not known or requested in known else None
 
 
+def make_worker(spec: WorkerSpec, settings: Settings, transport: Transport) -> Worker:
+    return Worker(
+        spec,
+        make_adapter(spec, settings, transport),
+        circuit=Circuit(settings.circuit_failures, settings.circuit_cooldown),
+    )
+
+
 class WorkerPool:
     def __init__(self, workers: list[Worker]) -> None:
         self._workers = {w.name: w for w in workers}
+        #: Counts swaps, so what is derived from the pool (the dispatcher's provider names)
+        #: knows when to derive it again.
+        self.generation = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, transport: Transport) -> WorkerPool:
-        return cls(
-            [
-                Worker(
-                    spec,
-                    make_adapter(spec, settings, transport),
-                    circuit=Circuit(settings.circuit_failures, settings.circuit_cooldown),
-                )
-                for spec in settings.workers
-            ]
-        )
+        return cls([make_worker(spec, settings, transport) for spec in settings.workers])
+
+    def rebuilt(self, specs: tuple[WorkerSpec, ...], settings: Settings, transport: Transport) -> list[Worker]:
+        """The workers for `specs`: the current Worker object where its spec is unchanged
+        (its circuit retuned to `settings`), a new one otherwise. Changes nothing yet."""
+        workers = []
+        for spec in specs:
+            current = self._workers.get(spec.name)
+            if current is not None and current.spec == spec:
+                circuit = current.circuit
+                circuit.failure_threshold, circuit.cooldown = settings.circuit_failures, settings.circuit_cooldown
+                circuit.max_cooldown = 8 * settings.circuit_cooldown  # Circuit's own default
+                workers.append(current)
+            else:
+                workers.append(make_worker(spec, settings, transport))
+        return workers
+
+    def swap(self, workers: list[Worker]) -> None:
+        """Make `workers` the pool, in one assignment."""
+        self._workers = {w.name: w for w in workers}
+        self.generation += 1
 
     def __iter__(self) -> Iterator[Worker]:
         return iter(self._workers.values())
@@ -88,3 +116,7 @@ class WorkerPool:
 
     def get(self, name: str) -> Worker | None:
         return self._workers.get(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._workers)

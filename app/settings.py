@@ -91,6 +91,9 @@ class Settings:
     #: Seconds between SSE keep-alive comments while the first token is awaited; also how
     #: long a streamed request waits for a real status code before committing a 200.
     sse_keepalive_interval: float = 15.0
+    #: A stream whose client has not read for this long is closed (0: never), so a client
+    #: that stops reading does not hold its upstream and a connection slot forever.
+    client_send_timeout: float = 60.0
     #: Model aliases: name -> target ("provider/model", a model, or another alias).
     model_aliases: Mapping[str, str] = field(default_factory=dict)
     #: Key rotation for workers that do not choose their own.
@@ -226,11 +229,15 @@ def _toml_models(
     return models, default_model
 
 
-def _toml_worker(index: int, raw: Any, env: Mapping[str, str], timeouts: Timeouts) -> WorkerSpec:
-    table = values.table(f"CORTEX_CONFIG workers[{index}]", raw)
-    values.reject_unknown(f"CORTEX_CONFIG workers[{index}]", table, _WORKER_KEYS)
-    name = values.worker_name(f"CORTEX_CONFIG workers[{index}].name", table.get("name"))
-    src = f"CORTEX_CONFIG workers[{index}] ({name})"
+def _toml_worker(
+    index: int, raw: Any, env: Mapping[str, str], timeouts: Timeouts, where: str | None = None
+) -> WorkerSpec:
+    """One `[[workers]]` table; `where` names it in errors (default: its place in the file)."""
+    where = where or f"CORTEX_CONFIG workers[{index}]"
+    table = values.table(where, raw)
+    values.reject_unknown(where, table, _WORKER_KEYS)
+    name = values.worker_name(f"{where}.name", table.get("name"))
+    src = f"{where} ({name})"
     preset = None
     if "preset" in table:
         preset = PRESETS.get(table["preset"]) if isinstance(table["preset"], str) else None
@@ -282,7 +289,7 @@ def _toml_worker(index: int, raw: Any, env: Mapping[str, str], timeouts: Timeout
 _TOP_KEYS = {
     "routing_strategy", "health_check_interval", "health_check_timeout", "degraded_latency",
     "demo_provider", "demo_delay_ms", "key_cooldown", "max_body_bytes", "upstream_pool_size", "log_level", "timeouts", "workers",
-    "sse_keepalive_interval", "aliases",
+    "sse_keepalive_interval", "client_send_timeout", "aliases",
     "key_strategy", "circuit_failures", "circuit_cooldown", "max_attempts", "retry_backoff_base", "retry_backoff_max",
     "latency_explore", *EDGE_KEYS,
 }  # fmt: skip
@@ -300,6 +307,7 @@ _SCALARS: tuple[tuple[str, str], ...] = (
     ("UPSTREAM_POOL_SIZE", "upstream_pool_size"),
     ("LOG_LEVEL", "log_level"),
     ("SSE_KEEPALIVE_INTERVAL", "sse_keepalive_interval"),
+    ("CLIENT_SEND_TIMEOUT", "client_send_timeout"),
     ("KEY_STRATEGY", "key_strategy"),
     ("CIRCUIT_FAILURES", "circuit_failures"),
     ("CIRCUIT_COOLDOWN", "circuit_cooldown"),
@@ -446,6 +454,7 @@ def load_settings(environ: Mapping[str, str], toml_text: str | None = None) -> S
         upstream_pool_size=int(number("upstream_pool_size", 1000, minimum=1, maximum=100_000, integer=True)),
         log_level=level,
         sse_keepalive_interval=number("sse_keepalive_interval", 15.0, minimum=0, maximum=3600),
+        client_send_timeout=number("client_send_timeout", 60.0, minimum=0, maximum=86400),
         model_aliases=_aliases(environ, doc),
         edges=load_edges(environ, doc),
         **resilience,
@@ -481,9 +490,21 @@ def _aliases(env: Mapping[str, str], doc: Mapping[str, Any]) -> dict[str, str]:
     return aliases
 
 
+def parse_worker(raw: Any, env: Mapping[str, str], settings: Settings, where: str = "worker") -> WorkerSpec:
+    """One worker given at runtime (the admin API) in exactly the shape of a `[[workers]]`
+    table, with the running settings' timeouts and key strategy as its defaults."""
+    spec = _toml_worker(0, raw, env, settings.timeouts, where)
+    return spec if spec.key_strategy else replace(spec, key_strategy=settings.key_strategy)
+
+
 def load_from_environment(environ: Mapping[str, str] | None = None) -> Settings:
     """The production entry point: reads the TOML file named by CORTEX_CONFIG, if any."""
     env = os.environ if environ is None else environ
+    return load_settings(env, read_config(env))
+
+
+def read_config(env: Mapping[str, str]) -> str | None:
+    """The text of the TOML file named by CORTEX_CONFIG; None when it is unset."""
     path = env.get("CORTEX_CONFIG", "").strip()
     text = None
     if path:
@@ -494,4 +515,4 @@ def load_from_environment(environ: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"CORTEX_CONFIG: cannot read {path!r} ({exc.strerror})") from None
         except UnicodeDecodeError:
             raise ConfigError(f"CORTEX_CONFIG: {path!r} is not UTF-8 text") from None
-    return load_settings(env, text)
+    return text

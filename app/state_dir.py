@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 METRICS = "metrics"
@@ -38,11 +38,25 @@ def prepare(env: MutableMapping[str, str]) -> tuple[Path, bool]:
     for name in RUN_FILES:
         (path / name).unlink(missing_ok=True)
     metrics = Path(env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or path / METRICS)
-    shutil.rmtree(metrics, ignore_errors=True)
     metrics.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for stale in metrics.glob("*.db"):  # only prometheus_client's files, in case it is shared
+        stale.unlink(missing_ok=True)
     env["CORTEX_STATE_DIR"] = str(path)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
     return path, created
+
+
+#: prometheus_client's multiprocess modes whose files belong to one live process.
+LIVE_GAUGE_MODES = ("liveall", "livemin", "livemax", "livesum", "livemostrecent")
+
+
+def drop_live_gauges(env: Mapping[str, str], pid: int) -> None:
+    """A worker process ended: remove its live gauges' files, as prometheus_client's
+    `mark_process_dead` does (kept import-free for gunicorn's master)."""
+    directory = env.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if directory:
+        for mode in LIVE_GAUGE_MODES:
+            (Path(directory) / f"gauge_{mode}_{pid}.db").unlink(missing_ok=True)
 
 
 def remove(path: Path) -> None:

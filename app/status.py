@@ -149,3 +149,35 @@ def models_report(pool: WorkerPool, snapshot: HealthSnapshot, aliases: Mapping[s
     data = [{"id": model, "object": "model", "created": 0, "owned_by": owner} for model, owner in seen.items()]
     data += [{"id": alias, "object": "model", "created": 0, "owned_by": "cortex-alias"} for alias in aliases]
     return {"object": "list", "data": data}
+
+
+def admin_worker(worker: Worker, snapshot: HealthSnapshot, now: float) -> dict[str, Any]:
+    """One worker as the admin API shows it: the public view plus its keys, masked, with
+    their 1-based position (what POST .../keys/<n>/enable takes). Never a whole key, nor the
+    worker's extra headers (they may carry credentials)."""
+    health = snapshot.of(worker.name)
+    status, back = _status(worker, snapshot, now)
+    return {
+        "name": worker.name,
+        "type": worker.type,
+        "preset": worker.spec.preset,
+        "base_url": worker.spec.base_url,
+        "priority": worker.priority,
+        "models": list(worker.models(health.models)),
+        "status": status,
+        "available_at": _returns_at(back),
+        "health": {
+            "status": health.status,
+            "last_check": _iso(health.checked_at),
+            "latency_ms": None if health.latency is None else round(health.latency * 1000, 1),
+            "error": health.error,
+        },
+        "circuit": _circuit(worker, now),
+        "in_flight": worker.in_flight,
+        "key_strategy": worker.keys.strategy,
+        "keys": [{"position": index + 1, **stats} for index, stats in enumerate(worker.keys.stats(now))],
+    }
+
+
+def admin_workers_report(pool: WorkerPool, snapshot: HealthSnapshot, now: float) -> list[dict[str, Any]]:
+    return [admin_worker(w, snapshot, now) for w in sorted(pool, key=lambda w: (w.priority, w.name))]

@@ -22,6 +22,7 @@ from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.openai_server import FakeOpenAI
 from tests.gateway_process import GatewayProcess, gateway_factory
+from tests.redis_server import redis_server as start_redis
 
 
 @pytest.fixture
@@ -64,6 +65,14 @@ def gateway(tmp_path) -> Iterator[Callable[..., GatewayProcess]]:  # type: ignor
     """Factory: start Cortex under gunicorn (gevent workers) on a free loopback port."""
     with gateway_factory(tmp_path) as make:
         yield make
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A private redis-server on a free loopback port (no persistence); yields its URI.
+    Skipped when redis-server is missing, failed instead in CI (tests/redis_server.py)."""
+    with start_redis(tmp_path / "redis") as uri:
+        yield uri
 
 
 @pytest.fixture

@@ -77,6 +77,35 @@ class GatewayProcess:
         self.stop()
         raise RuntimeError(f"gateway did not become ready in {timeout}s:\n{self.log()}")
 
+    @property
+    def pid(self) -> int:
+        """The gunicorn master's pid."""
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    def worker_pids(self) -> list[int]:
+        """The master's live worker processes (children of its pid, from /proc), oldest first."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:  # it ended while we looked
+                    continue
+                fields = stat[stat.rindex(")") + 2 :].split()
+                if int(fields[1]) == self.pid and fields[0] != "Z":
+                    pids.append((int(fields[19]), int(entry.name)))  # (start time, pid)
+        return [pid for _, pid in sorted(pids)]
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the master (SIGTERM: stop gracefully; SIGHUP: restart the workers)."""
+        os.kill(self.pid, signum)
+
+    def wait(self, timeout: float) -> int:
+        """The master's exit code, once it exits within `timeout` (else TimeoutExpired)."""
+        assert self.process is not None, "not started"
+        return self.process.wait(timeout=timeout)
+
     def problems(self) -> list[str]:
         """Lines of the log that must never appear: tracebacks and gevent patching warnings."""
         bad = ("Traceback (most recent call last)", "MonkeyPatchWarning", "Worker failed to boot")

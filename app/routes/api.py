@@ -9,6 +9,7 @@ from app.formats.base import Encoder
 from app.formats.sse import SSEEncoder
 from app.formats.text import TextEncoder
 from app.gateway import Gateway
+from app.request_log import current_record
 from app.status import health_report, providers_report
 from app.streaming import stream_response
 from app.validation import NativeChat, decode_json_body, parse_native_chat, read_body
@@ -48,14 +49,18 @@ def providers() -> Response:
 @bp.post("/chat")
 def chat() -> Response:
     chat = native_chat()
-    return stream_response(gateway(), chat.chat, encoder_for(chat, request))
+    return stream_response(gateway(), chat.chat, encoder_for(chat, request), current_record())
 
 
 @bp.post("/chat/complete")
 def chat_complete() -> Response:
     req = native_chat().chat
-    with watching(request.environ):
-        result = gateway().dispatcher.complete(req)
+    record = current_record()
+    record.requested(req)
+    gw = gateway()
+    with gw.in_flight.serving(), watching(request.environ):
+        result = gw.dispatcher.complete(req)
+    record.completed(result)
     body: dict[str, object] = {
         "response": result.text,
         "provider": result.worker.name,

@@ -15,6 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from app.disconnect import watching
 from app.formats.openai_chat import OpenAIChunkEncoder, completion_body
 from app.gateway import Gateway
+from app.request_log import current_record
 from app.status import models_report
 from app.streaming import stream_response
 from app.validation import decode_json_body, parse_openai_chat, read_body
@@ -32,9 +33,13 @@ def chat_completions() -> Response:
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if body.stream:
         encoder = OpenAIChunkEncoder(completion_id, created, body.chat.model, body.include_usage)
-        return stream_response(gateway(), body.chat, encoder)
-    with watching(request.environ):
-        result = gateway().dispatcher.complete(body.chat)
+        return stream_response(gateway(), body.chat, encoder, current_record())
+    record = current_record()
+    record.requested(body.chat)
+    gw = gateway()
+    with gw.in_flight.serving(), watching(request.environ):
+        result = gw.dispatcher.complete(body.chat)
+    record.completed(result)
     response = jsonify(
         completion_body(completion_id, created, result.model, result.text, result.finish_reason, result.usage)
     )

@@ -51,7 +51,7 @@ def test_stream_cut_mid_way_ends_with_explicit_error_marker(fake_openai, gateway
     assert last_line.startswith("[cortex-error] interrupted: ")
     # and the operator can see it: a warning naming the worker, and the stream's outcome
     assert eventually(lambda: "WARNING cortex.relay: stream from up failed mid-way: interrupted: " in gw.log())
-    assert eventually(lambda: "outcome=failed_mid_stream:interrupted" in gw.log())
+    assert eventually(lambda: "outcome=failed_mid_stream error=interrupted" in gw.log())
 
 
 def test_client_disconnect_closes_the_upstream_connection(fake_openai, gateway):

@@ -98,3 +98,11 @@ def test_secrets_never_appear_in_errors_or_reprs():
     assert "good-key-1234" not in str(caught.value) and "bad key" not in str(caught.value)
     settings = load_settings({"CORTEX_API_KEYS": "client-secret-1", "CORTEX_ADMIN_TOKEN": "admin-secret-1"})
     assert "client-secret-1" not in repr(settings) and "admin-secret-1" not in repr(settings)
+
+
+def test_the_live_gauge_modes_are_prometheus_clients():
+    from prometheus_client.metrics import Gauge
+
+    from app.state_dir import LIVE_GAUGE_MODES
+
+    assert set(LIVE_GAUGE_MODES) == {m for m in Gauge._MULTIPROC_MODES if m.startswith("live")}
