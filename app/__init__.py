@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.limiting import install_proxy_fix, install_rate_limits
     from app.metrics import create_metrics, install_exporter
     from app.request_log import RequestLog, configure_logging, install_request_log
-    from app.routes import admin, api, page, v1
+    from app.routes import admin, api, docs, page, v1
     from app.settings import load_from_environment
 
     settings = settings if settings is not None else load_from_environment()
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(v1.bp)
     app.register_blueprint(page.bp)
+    app.register_blueprint(docs.bp)
     app.register_blueprint(admin.bp)
     install_exporter(app, metrics, gateway)
     register_error_handlers(app)

@@ -7,17 +7,24 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.errors import InvalidJSON, UnsupportedMediaType, ValidationError
+from app.errors import InvalidJSON, PayloadTooLarge, UnsupportedMediaType, ValidationError
 from app.strategies import ALIASES, STRATEGIES, canonical_strategy
 from providers.base import ROLES, ChatParams, Message
 
+if TYPE_CHECKING:
+    from flask import Request
+
 MAX_MESSAGES = 1000
 MAX_NAME_CHARS = 256
-
-
+MAX_MAX_TOKENS = 10_000_000
+#: Deepest nesting of arrays and objects a body may have. A chat body needs 5 levels
+#: (body, messages, message, content parts, part); the bound stops a 100,000-deep body from
+#: costing the parser a recursion per level.
+MAX_JSON_DEPTH = 32
 MAX_STOP_SEQUENCES = 4
 STREAM_FORMATS = ("text", "sse")
 
@@ -63,8 +70,46 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: A JSON string, escapes included: its brackets do not nest anything.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _too_deep(data: bytes, limit: int) -> bool:
+    """Whether `data` nests arrays and objects more than `limit` levels deep, judged before
+    parsing (the parser recurses once per level) and at C speed, with no Python loop per byte:
+    strings are cut out, everything but brackets deleted, and innermost `[]` pairs removed
+    once per level. A pair left after `limit` rounds sat deeper than `limit`; so do more than
+    `limit` openers never closed (a truncated body). Other malformed JSON is left for the
+    parser to describe."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False  # the common case: too few brackets to nest that deep
+    brackets = _STRING.sub(b"", data).translate(_SQUARE, _NOT_BRACKET)
+    for _ in range(limit):
+        inner = brackets.replace(b"[]", b"")
+        if len(inner) == len(brackets):
+            break
+        brackets = inner
+    return b"[]" in brackets or brackets.count(b"[") > limit
+
+
+def read_body(request: Request) -> bytes:
+    """The raw body, refused (413) past MAX_BODY_BYTES whatever its framing. Werkzeug refuses a
+    Content-Length over the limit up front, but cuts a chunked body at the limit silently
+    (LimitedStream.readall stops there), which turned an oversized body into a 400 about
+    truncated JSON; one byte more on the raw stream tells the two apart."""
+    data = request.get_data(cache=False)
+    limit = request.max_content_length
+    if limit is not None and request.content_length is None and len(data) >= limit:
+        if request.environ["wsgi.input"].read(1):
+            raise PayloadTooLarge("the request body exceeds the configured limit (MAX_BODY_BYTES)")
+    return data
+
+
 def decode_json_body(data: bytes, content_type: str | None) -> Any:
-    """Parse a JSON body strictly: UTF-8, no NaN/Infinity, bounded nesting."""
+    """Parse a JSON body strictly: UTF-8, no NaN/Infinity, nesting at most MAX_JSON_DEPTH deep.
+    Every failure is an ApiError (400 or 415), never a 500."""
     if content_type:
         media = content_type.split(";", 1)[0].strip().lower()
         if media != "application/json" and not media.endswith("+json"):
@@ -72,17 +117,30 @@ def decode_json_body(data: bytes, content_type: str | None) -> Any:
     if not data.strip():
         raise InvalidJSON("the request body is empty; expected a JSON object")
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidJSON("the request body is not valid UTF-8") from None
-    except RecursionError:
+    if _too_deep(data, MAX_JSON_DEPTH):
+        raise InvalidJSON(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:  # unreachable after _too_deep, kept as a last line of defence
         raise InvalidJSON("the JSON is nested too deeply") from None
-    except ValueError as exc:
+    except ValueError as exc:  # also an integer past Python's 4300-digit conversion limit
         raise InvalidJSON(f"the request body is not valid JSON ({exc})") from None
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number that is finite (1e400 parses as inf). An int is always finite: math.isfinite
+    would raise OverflowError on one too large for a float."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _is_integer(value: Any) -> bool:
+    """An integer as JSON Schema counts them: 3 and 3.0 alike, never true/false."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
 
 
 def _optional_name(body: dict[str, Any], field: str) -> str | None:
@@ -166,13 +224,13 @@ def _max_tokens(body: dict[str, Any], field: str) -> int | None:
     value = body.get(field)
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not _is_integer(value):
         raise ValidationError(field, "must be an integer")
     if value <= 0:
         raise ValidationError(field, "must be a positive integer")
-    if value > 10_000_000:
-        raise ValidationError(field, "is unreasonably large")
-    return value
+    if value > MAX_MAX_TOKENS:
+        raise ValidationError(field, f"must be at most {MAX_MAX_TOKENS}")
+    return int(value)
 
 
 def _stop(body: dict[str, Any]) -> tuple[str, ...]:
@@ -226,7 +284,7 @@ def parse_openai_chat(body: Any) -> OpenAIChat:
     as OpenAI-compatible servers do, so newer SDKs keep working."""
     body = _object(body)
     n = body.get("n")
-    if n is not None and n != 1:
+    if n is not None and not (_is_integer(n) and n == 1):
         raise ValidationError("n", "only n = 1 is supported")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
@@ -237,12 +295,14 @@ def parse_openai_chat(body: Any) -> OpenAIChat:
     include_usage = (options or {}).get("include_usage", False)
     if not isinstance(include_usage, bool):
         raise ValidationError("stream_options.include_usage", "must be true or false")
+    # Both are checked; OpenAI's newer name wins when both are given.
+    legacy_max_tokens = _max_tokens(body, "max_tokens")
     max_tokens = _max_tokens(body, "max_completion_tokens")
     chat = ChatRequest(
         messages=_messages(body.get("messages"), OPENAI_ROLES),
         model=_optional_name(body, "model"),
         temperature=_temperature(body),
-        max_tokens=max_tokens if max_tokens is not None else _max_tokens(body, "max_tokens"),
+        max_tokens=max_tokens if max_tokens is not None else legacy_max_tokens,
         top_p=_top_p(body),
         stop=_stop(body),
         user=_optional_name(body, "user"),

@@ -12,7 +12,7 @@ from app.gateway import Gateway
 from app.request_log import current_record
 from app.status import health_report, providers_report
 from app.streaming import stream_response
-from app.validation import NativeChat, decode_json_body, parse_native_chat
+from app.validation import NativeChat, decode_json_body, parse_native_chat, read_body
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -22,7 +22,7 @@ def gateway() -> Gateway:
 
 
 def native_chat() -> NativeChat:
-    return parse_native_chat(decode_json_body(request.get_data(cache=False), request.content_type))
+    return parse_native_chat(decode_json_body(read_body(request), request.content_type))
 
 
 def encoder_for(chat: NativeChat, req: Request) -> Encoder:

@@ -18,7 +18,7 @@ from app.gateway import Gateway
 from app.request_log import current_record
 from app.status import models_report
 from app.streaming import stream_response
-from app.validation import decode_json_body, parse_openai_chat
+from app.validation import decode_json_body, parse_openai_chat, read_body
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -29,7 +29,7 @@ def gateway() -> Gateway:
 
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
-    body = parse_openai_chat(decode_json_body(request.get_data(cache=False), request.content_type))
+    body = parse_openai_chat(decode_json_body(read_body(request), request.content_type))
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if body.stream:
         encoder = OpenAIChunkEncoder(completion_id, created, body.chat.model, body.include_usage)
