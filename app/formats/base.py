@@ -61,10 +61,12 @@ class Encoder(Protocol):
 
 
 def compact_json(doc: Any) -> str:
-    """One line of JSON: SSE data may not contain a raw newline, and JSON never has one."""
+    """One line of JSON: SSE data may not contain a raw newline, and JSON never has one.
+    Encoders write it with `encode("utf-8", "replace")`, as all their text: an upstream's JSON
+    may carry a lone surrogate ("\\ud800"), which Python decodes but UTF-8 cannot encode."""
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 
 def sse_event(data: str, event: str | None = None) -> bytes:
     head = f"event: {event}\n" if event else ""
-    return f"{head}data: {data}\n\n".encode()
+    return f"{head}data: {data}\n\n".encode("utf-8", "replace")

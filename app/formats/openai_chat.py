@@ -110,7 +110,7 @@ class OpenAIChunkEncoder:
         }
         if self._include_usage:
             doc["usage"] = usage_body(usage) if last and usage is not None else None
-        return b"data: " + compact_json(doc).encode() + b"\n\n"
+        return b"data: " + compact_json(doc).encode("utf-8", "replace") + b"\n\n"
 
     @staticmethod
     def _choice(delta: dict[str, str], finish_reason: str | None = None) -> list[dict[str, Any]]:
@@ -137,10 +137,14 @@ class OpenAIChunkEncoder:
 
     def error(self, error: UpstreamError) -> bytes:
         doc = error_body(f"the upstream failed mid-stream: {error.message}", 502, error.kind.value)
-        return b"data: " + compact_json(doc).encode() + b"\n\n"
+        return b"data: " + compact_json(doc).encode("utf-8", "replace") + b"\n\n"
 
     def refused(self, refusal: Refusal) -> bytes:
-        return b"data: " + compact_json(error_body(refusal.message, refusal.status, refusal.code)).encode() + b"\n\n"
+        return (
+            b"data: "
+            + compact_json(error_body(refusal.message, refusal.status, refusal.code)).encode("utf-8", "replace")
+            + b"\n\n"
+        )
 
     def end(self) -> bytes | None:
         tail = self._finish(None) or b""

@@ -23,7 +23,7 @@ ERROR_MARKER = "[cortex-error]"
 
 
 def _marker(kind: str, message: str) -> bytes:
-    return f"\n{ERROR_MARKER} {kind}: {' '.join(message.split())}\n".encode()
+    return f"\n{ERROR_MARKER} {kind}: {' '.join(message.split())}\n".encode("utf-8", "replace")
 
 
 class TextEncoder:
@@ -37,7 +37,7 @@ class TextEncoder:
     @staticmethod
     def encode(event: Event) -> bytes | None:
         if isinstance(event, TextDelta):
-            return event.text.encode("utf-8")
+            return event.text.encode("utf-8", "replace")
         return None
 
     @staticmethod

@@ -21,7 +21,7 @@ from app.errors import NotFound, Unauthorized
 from app.gateway import Gateway, PoolChange
 from app.pool import Worker
 from app.status import admin_worker, admin_workers_report, health_report
-from app.validation import decode_json_body
+from app.validation import decode_json_body, read_body
 
 bp = Blueprint("admin", __name__, url_prefix="/api/admin")
 
@@ -69,7 +69,7 @@ def list_workers() -> tuple[Response, int]:
 
 @bp.post("/workers")
 def add_worker() -> tuple[Response, int]:
-    table = decode_json_body(request.get_data(cache=False), request.content_type)
+    table = decode_json_body(read_body(request), request.content_type)
     return _answer(201, worker=_worker(gateway().admin.submit(AdminOp(ADD, worker=table))))
 
 

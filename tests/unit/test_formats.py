@@ -103,3 +103,15 @@ def test_completion_object():
                      "logprobs": None, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
     }  # fmt: skip
+
+
+def test_a_lone_surrogate_from_an_upstream_is_replaced_not_a_crash():
+    """JSON may escape half a surrogate pair ("\\ud800"); Python decodes it, UTF-8 cannot hold it."""
+    event = TextDelta("a\ud800b")
+    answer = Answer("w", "openai_compat", "m", 1)
+    encoders = [TextEncoder(), SSEEncoder(), OpenAIChunkEncoder("chatcmpl-1", 0, "m", False)]
+    for encoder in encoders:
+        encoder.begin(answer)
+        chunk = encoder.encode(event)
+        assert chunk is not None and b"a?b" in chunk
+        chunk.decode("utf-8")  # valid UTF-8 on the wire
