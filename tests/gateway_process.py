@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+QUICK_STOP = signal.SIGQUIT
 
 
 def free_port() -> int:
@@ -114,9 +115,13 @@ class GatewayProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def stop(self) -> None:
+    def stop(self, sig: int = QUICK_STOP) -> None:
+        """Stop the gateway. By default a quick stop (SIGQUIT, as Ctrl-C), which ends what is
+        still running at once: a graceful SIGTERM waits for keep-alive connections and polls
+        once a second, over a second per test for nothing; the tests of graceful stops send
+        SIGTERM themselves."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(sig)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -123,6 +123,11 @@ class FakeHTTPServer:
         outer = self
 
         class _Handler(socketserver.StreamRequestHandler):
+            # A response is several small writes (status and headers, then the body, then
+            # each chunk): with Nagle's algorithm each write after the first waits for the
+            # client's delayed ACK, some 40 ms, as no real provider makes its clients wait.
+            disable_nagle_algorithm = True
+
             def handle(self) -> None:
                 outer._connections_opened.inc()
                 outer._live.add(self.connection)
