@@ -88,6 +88,9 @@ def openai(*statuses: int) -> dict[str, Doc]:
 
 
 CHAT_ERRORS = (400, 401, 404, 413, 415, 429, 503)
+#: Headers of a limited route's answer, and of a streamed answer's committed worker.
+RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+WORKER_HEADERS = ("X-Cortex-Worker", "X-Cortex-Model", "X-Cortex-Attempts")
 ADMIN_SECURITY: list[Doc] = [{"adminToken": []}]
 CLIENT_SECURITY: list[Doc] = [{}, {"clientKey": []}]
 STRING = {"schema": {"type": "string"}}
@@ -148,12 +151,8 @@ PATHS: dict[str, Doc] = {
                 "200": answer(
                     "The reply as it streams.",
                     {TEXT: STRING, SSE: {"schema": ref("NativeSSEEvent")}},
-                    "X-Cortex-Worker",
-                    "X-Cortex-Model",
-                    "X-Cortex-Attempts",
-                    "X-RateLimit-Limit",
-                    "X-RateLimit-Remaining",
-                    "X-RateLimit-Reset",
+                    *WORKER_HEADERS,
+                    *RATE_HEADERS,
                 ),
                 **native(*CHAT_ERRORS),
             },
@@ -169,9 +168,7 @@ PATHS: dict[str, Doc] = {
                 "200": answer(
                     "The reply.",
                     json_body("Completion"),
-                    "X-RateLimit-Limit",
-                    "X-RateLimit-Remaining",
-                    "X-RateLimit-Reset",
+                    *RATE_HEADERS,
                 ),
                 **native(*CHAT_ERRORS),
             },
@@ -190,12 +187,8 @@ PATHS: dict[str, Doc] = {
                 "200": answer(
                     "The completion, or its chunks.",
                     {**json_body("ChatCompletion"), SSE: {"schema": ref("OpenAISSEEvent")}},
-                    "X-Cortex-Worker",
-                    "X-Cortex-Model",
-                    "X-Cortex-Attempts",
-                    "X-RateLimit-Limit",
-                    "X-RateLimit-Remaining",
-                    "X-RateLimit-Reset",
+                    *WORKER_HEADERS,
+                    *RATE_HEADERS,
                 ),
                 **openai(*CHAT_ERRORS),
             },
@@ -210,9 +203,7 @@ PATHS: dict[str, Doc] = {
                 "200": answer(
                     "The models.",
                     json_body("ModelList"),
-                    "X-RateLimit-Limit",
-                    "X-RateLimit-Remaining",
-                    "X-RateLimit-Reset",
+                    *RATE_HEADERS,
                 ),
                 **openai(401, 429),
             },

@@ -22,7 +22,6 @@ import enum
 import json
 import random
 import re
-import socket
 import threading
 import time
 from collections import Counter
@@ -30,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.http_server import Exchange, FakeHTTPServer, PeerClosed
+from tests.fakes.http_server import Exchange, FakeHTTPServer, PeerClosed, kill_server
 from tests.fakes.openai_server import SERVER_ERROR, SSE_HEADERS, FakeOpenAI, _chunk, rate_limit_body
 
 PROMPT = re.compile(r"rid=(?P<rid>[A-Za-z0-9]+) n=(?P<n>[0-9]+)")
@@ -170,14 +169,7 @@ class RefusableServer(FakeHTTPServer):
             if not self._listening:
                 return
             self._listening = False
-            self._server.shutdown()
-            self._server.server_close()
-            for conn in list(self._live):
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            self._thread.join(timeout=5)
+            kill_server(self._server, self._live, self._thread)
 
     def open_listener(self) -> None:
         with self._toggle:

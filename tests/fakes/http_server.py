@@ -175,14 +175,20 @@ class FakeHTTPServer:
 
     def stop(self) -> None:
         """Stop like a dead server: stop listening and drop every open connection."""
-        self._server.shutdown()
-        self._server.server_close()
-        for conn in list(self._live):
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._thread.join(timeout=5)
+        kill_server(self._server, self._live, self._thread)
+
+
+def kill_server(server: socketserver.BaseServer, live: set[socket.socket], thread: threading.Thread) -> None:
+    """Stop `server` like a dead one: stop listening, drop its open connections `live`, and
+    wait for its serving `thread`."""
+    server.shutdown()
+    server.server_close()  # type: ignore[attr-defined]
+    for conn in list(live):
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    thread.join(timeout=5)
 
 
 class _Counter:
