@@ -69,7 +69,7 @@ from providers.errors import (
 )
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
 from providers.sse import SSEDecoder, SSEEvent
-from providers.wire import json_body, sampling_fields
+from providers.wire import json_body, sampling_fields, token_count
 
 INFO = ProviderInfo(
     type="anthropic",
@@ -318,14 +318,11 @@ def _finish_reason(reason: str) -> str:
     return _STOP_REASONS.get(reason, reason.lower())
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _input_tokens(usage: Mapping[str, Any]) -> int | None:
     """All input tokens: the docs define the total as input + cache creation + cache read."""
     parts = [
-        _int(usage.get(name)) for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        token_count(usage.get(name))
+        for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
     ]
     counted = [part for part in parts if part is not None]
     return sum(counted) if counted else None
@@ -372,7 +369,7 @@ class MessageStreamParser:
         total_input = _input_tokens(usage)
         if total_input is not None:
             self._input = total_input
-        output = _int(usage.get("output_tokens"))
+        output = token_count(usage.get("output_tokens"))
         if output is not None:
             self._output = output
 
@@ -457,7 +454,7 @@ def parse_completion(body: bytes) -> list[Event]:
     events.append(Finish(_finish_reason(reason) if isinstance(reason, str) and reason else None))
     usage = doc.get("usage")
     if isinstance(usage, dict):
-        events.append(Usage(_input_tokens(usage), _int(usage.get("output_tokens"))))
+        events.append(Usage(_input_tokens(usage), token_count(usage.get("output_tokens"))))
     return events
 
 

@@ -75,7 +75,7 @@ from providers.errors import (
 )
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
 from providers.sse import SSEDecoder
-from providers.wire import json_body, sampling_fields
+from providers.wire import json_body, sampling_fields, token_count
 
 INFO = ProviderInfo(
     type="cohere",
@@ -184,13 +184,10 @@ def _in_band_error(message: str | None, default: ErrorKind = ErrorKind.SERVER) -
 
 
 def _count(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
+    """Cohere's billed units are floats (`"input_tokens": 5.0`), its token counts ints."""
     if isinstance(value, float) and math.isfinite(value):
         return int(value)
-    return None
+    return token_count(value)
 
 
 def _usage(usage: object) -> Usage | None:

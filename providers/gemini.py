@@ -50,7 +50,7 @@ from providers.errors import (
 )
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
 from providers.sse import SSEDecoder, SSEEvent
-from providers.wire import json_body, sampling_fields
+from providers.wire import json_body, sampling_fields, token_count
 
 INFO = ProviderInfo(
     type="gemini",
@@ -277,9 +277,9 @@ def _usage(doc: Mapping[str, Any]) -> Usage | None:
     if not isinstance(meta, dict):
         return None
     prompt, answer, thoughts = (meta.get(k) for k in ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount"))
-    counts = [n for n in (answer, thoughts) if isinstance(n, int)]
+    counts = [n for n in (token_count(answer), token_count(thoughts)) if n is not None]
     return Usage(
-        input_tokens=prompt if isinstance(prompt, int) else None,
+        input_tokens=token_count(prompt),
         output_tokens=sum(counts) if counts else None,  # thinking is billed as output
     )
 

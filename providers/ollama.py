@@ -47,7 +47,7 @@ from providers.errors import (
 )
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
 from providers.ndjson import Document, Malformed, NDJSONDecoder, Truncated
-from providers.wire import json_body, sampling_fields
+from providers.wire import json_body, sampling_fields, token_count
 
 INFO = ProviderInfo(
     type="ollama",
@@ -167,13 +167,8 @@ def _in_band_error(doc: Mapping[str, Any]) -> UpstreamError:
     return UpstreamError(_refine_kind(ErrorKind.SERVER, message), excerpt(message))
 
 
-def _count(doc: Mapping[str, Any], name: str) -> int | None:
-    value = doc.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _usage(doc: Mapping[str, Any]) -> Usage | None:
-    prompt, completion = _count(doc, "prompt_eval_count"), _count(doc, "eval_count")
+    prompt, completion = token_count(doc.get("prompt_eval_count")), token_count(doc.get("eval_count"))
     if prompt is None and completion is None:
         return None
     return Usage(input_tokens=prompt, output_tokens=completion)

@@ -41,7 +41,7 @@ from providers.errors import (
 )
 from providers.events import Event, Finish, StreamFailure, TextDelta, Usage
 from providers.sse import SSEDecoder, SSEEvent
-from providers.wire import json_body, sampling_fields
+from providers.wire import json_body, sampling_fields, token_count
 
 INFO = ProviderInfo(
     type="openai_compat",
@@ -142,8 +142,8 @@ def _usage(doc: Mapping[str, Any]) -> Usage | None:
         return None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     return Usage(
-        input_tokens=prompt if isinstance(prompt, int) else None,
-        output_tokens=completion if isinstance(completion, int) else None,
+        input_tokens=token_count(prompt),
+        output_tokens=token_count(completion),
     )
 
 

@@ -8,6 +8,12 @@ from typing import Any
 from providers.base import ChatParams
 
 
+def token_count(value: object) -> int | None:
+    """A token count as a provider's decoded JSON gives it: an int, never a bool (JSON `true`
+    is not 1 token); None for anything else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def json_body(doc: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON: non-ASCII text as is (smaller than \\u escapes, and what the
     providers' own SDKs send)."""

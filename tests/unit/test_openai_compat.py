@@ -194,3 +194,10 @@ def test_non_streaming_request_when_the_worker_streams_off():
     body = json.loads(call.body or b"")
     assert body["stream"] is False and "stream_options" not in body
     assert call.headers["Accept"] == "application/json"
+
+
+def test_token_counts_are_ints_never_bools():
+    from providers.wire import token_count
+
+    assert token_count(12) == 12 and token_count(0) == 0
+    assert token_count(True) is None and token_count(1.0) is None and token_count("3") is None
