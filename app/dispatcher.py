@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import gevent
 
-from app.deadlines import END, deadline, next_within
+from app.deadlines import END, Watchdog, deadline
 from app.errors import ModelNotFound, NotFound, NoWorkersAvailable, RateLimited, UpstreamRejected
 from app.health import HealthMonitor
 from app.pool import Worker, WorkerPool
@@ -111,25 +111,29 @@ def follow(dispatch: Dispatch) -> Iterator[Event]:
     yield from dispatch.first
     idle = dispatch.worker.spec.timeouts.idle
     rest = dispatch.rest
-    while True:
-        remaining = dispatch.deadline - time.monotonic()
-        if remaining <= idle:
-            wait, message = remaining, "the request exceeded its total time budget (REQUEST_TIMEOUT)"
-        else:
-            wait, message = idle, f"the upstream went silent for {idle:g}s mid-stream (IDLE_TIMEOUT)"
-        if wait <= 0:
-            yield StreamFailure(UpstreamError(ErrorKind.TIMEOUT, message))
-            return
-        try:
-            event = next_within(rest, wait, message)
-        except UpstreamError as error:
-            yield StreamFailure(error)
-            return
-        if event is END:
-            return
-        yield event  # type: ignore[misc]
-        if isinstance(event, StreamFailure):
-            return
+    watchdog = Watchdog()
+    try:
+        while True:
+            remaining = dispatch.deadline - time.monotonic()
+            if remaining <= idle:
+                wait, message = remaining, "the request exceeded its total time budget (REQUEST_TIMEOUT)"
+            else:
+                wait, message = idle, f"the upstream went silent for {idle:g}s mid-stream (IDLE_TIMEOUT)"
+            if wait <= 0:
+                yield StreamFailure(UpstreamError(ErrorKind.TIMEOUT, message))
+                return
+            try:
+                event = watchdog.next(rest, wait, message)
+            except UpstreamError as error:
+                yield StreamFailure(error)
+                return
+            if event is END:
+                return
+            yield event  # type: ignore[misc]
+            if isinstance(event, StreamFailure):
+                return
+    finally:
+        watchdog.close()
 
 
 @dataclass(frozen=True, slots=True)

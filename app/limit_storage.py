@@ -24,9 +24,11 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+from greenlet import getcurrent
 from limits.storage import Storage
 
 from app.edge_settings import Edges
@@ -36,6 +38,8 @@ FILENAME = "limits.sqlite3"
 #: Rows whose window ended are deleted at most this often (seconds), by whichever process
 #: increments first after that.
 PRUNE_INTERVAL = 60.0
+#: Increments remembered for reading back (one per client key; cleared when full).
+HITS_KEPT = 4096
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires_at REAL NOT NULL)"
 _INCR = """
@@ -43,7 +47,7 @@ INSERT INTO counters (key, value, expires_at) VALUES (:key, :amount, :expires_at
 ON CONFLICT (key) DO UPDATE SET
     value = CASE WHEN counters.expires_at <= :now THEN :amount ELSE counters.value + :amount END,
     expires_at = CASE WHEN counters.expires_at <= :now THEN :expires_at ELSE counters.expires_at END
-RETURNING value
+RETURNING value, expires_at
 """
 
 
@@ -96,6 +100,8 @@ class SQLiteStorage(Storage):
         self._pid = 0
         self._lock = threading.Lock()
         self._next_prune = 0.0
+        #: key -> (its greenlet, value, expires_at) of the last increment: see `_row`.
+        self._hits: dict[str, tuple[weakref.ref[object], int, float]] = {}
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
@@ -118,7 +124,7 @@ class SQLiteStorage(Storage):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = conn.execute(_INCR, {"key": key, "amount": amount, "now": now, "expires_at": now + expiry})
-                value = int(rows.fetchall()[0][0])
+                value, expires_at = rows.fetchall()[0]
                 if now >= self._next_prune:
                     self._next_prune = now + PRUNE_INTERVAL
                     conn.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
@@ -127,9 +133,19 @@ class SQLiteStorage(Storage):
                 if conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
                     conn.execute("ROLLBACK")
                 raise
-        return value
+        if len(self._hits) >= HITS_KEPT:
+            self._hits.clear()
+        self._hits[key] = (weakref.ref(getcurrent()), int(value), float(expires_at))
+        return int(value)
 
     def _row(self, key: str) -> tuple[int, float] | None:
+        """The counter and its expiry. Right after an increment, in the greenlet that made it
+        (flask-limiter reads both back for the X-RateLimit headers and a 429's Retry-After),
+        they are the values the increment returned: what this request was counted as, without
+        two more queries per request."""
+        hit = self._hits.get(key)
+        if hit is not None and hit[0]() is getcurrent():
+            return (hit[1], hit[2]) if hit[2] > time.time() else None
         with self._lock:
             row = (
                 self._connection()
@@ -155,10 +171,12 @@ class SQLiteStorage(Storage):
         return True
 
     def reset(self) -> int | None:
+        self._hits.clear()
         with self._lock:
             return self._connection().execute("DELETE FROM counters").rowcount
 
     def clear(self, key: str) -> None:
+        self._hits.pop(key, None)
         with self._lock:
             self._connection().execute("DELETE FROM counters WHERE key = ?", (key,))
 

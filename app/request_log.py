@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -68,7 +68,7 @@ def request_id(header: str | None) -> str:
     """The client's id when it is sane, else a new one (32 hex digits)."""
     if header is not None and _SANE_ID.fullmatch(header):
         return header
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def outcome_of(error: BaseException | None, status: int | None) -> str:

@@ -21,6 +21,10 @@ from __future__ import annotations
 import enum
 import random
 
+#: The jitter's source for every budget: `random.Random()` seeds itself from 2.5 KB of
+#: os.urandom, too dear to build once per request.
+_JITTER = random.Random()
+
 
 class Move(enum.Enum):
     FIRST = "first"
@@ -59,7 +63,7 @@ class RetryBudget:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        self._rng = rng if rng is not None else random.Random()
+        self._rng = rng if rng is not None else _JITTER
         self.attempts = 0
         self._backoffs = 0
 

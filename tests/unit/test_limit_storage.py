@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import gevent
 import pytest
 from limits import RateLimitItemPerSecond
 from limits.storage import storage_from_string
@@ -74,9 +75,25 @@ def test_two_connections_share_one_counter(tmp_path: Path) -> None:
     uri = f"{SCHEME}://{tmp_path / 'limits.sqlite3'}"
     one, two = SQLiteStorage(uri), SQLiteStorage(uri)
     assert [one.incr("k", 60), two.incr("k", 60), one.incr("k", 60)] == [1, 2, 3]
-    assert two.get("k") == 3
+    # Read from another greenlet: the stored counter, whoever incremented it.
+    assert gevent.spawn(two.get, "k").get() == 3
     one.close()
     two.close()
+
+
+def test_a_request_reads_back_what_its_own_increment_returned(tmp_path: Path) -> None:
+    """flask-limiter reads the counter and its expiry back for the X-RateLimit headers right
+    after its hit: in that greenlet the values are the hit's own, with no query; elsewhere,
+    and once the window has expired, they come from the file."""
+    uri = f"{SCHEME}://{tmp_path / 'limits.sqlite3'}"
+    store, other = SQLiteStorage(uri), SQLiteStorage(uri)
+    assert store.incr("k", 60) == 1
+    expiry = store.get_expiry("k")
+    assert gevent.spawn(other.incr, "k", 60).get() == 2
+    assert (store.get("k"), store.get_expiry("k")) == (1, expiry)  # this request was the first
+    assert gevent.spawn(store.get, "k").get() == 2
+    store.close()
+    other.close()
 
 
 WORKER = """
