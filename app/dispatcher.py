@@ -19,7 +19,8 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from operator import length_hint
+from typing import Any, Protocol, TypeVar, cast
 
 import gevent
 
@@ -104,11 +105,15 @@ class Dispatch:
             self.worker.in_flight -= 1
 
 
-def follow(dispatch: Dispatch) -> Iterator[Event]:
+def follow(dispatch: Dispatch) -> Iterator[tuple[Event, bool]]:
     """The committed stream's events: the buffered first ones, then the rest, each wait bounded
     by the worker's idle timeout and the request's total budget. A timeout or a broken stream
-    ends it with a `StreamFailure`; it never raises."""
-    yield from dispatch.first
+    ends it with a `StreamFailure`; it never raises. With each event comes whether the next
+    one is already here (it arrived in the same network read): the relay writes those together."""
+    rest = dispatch.rest
+    last = len(dispatch.first) - 1
+    for index, event in enumerate(dispatch.first):
+        yield event, index < last or length_hint(rest) > 0
     idle = dispatch.worker.spec.timeouts.idle
     rest = dispatch.rest
     watchdog = Watchdog()
@@ -120,16 +125,17 @@ def follow(dispatch: Dispatch) -> Iterator[Event]:
             else:
                 wait, message = idle, f"the upstream went silent for {idle:g}s mid-stream (IDLE_TIMEOUT)"
             if wait <= 0:
-                yield StreamFailure(UpstreamError(ErrorKind.TIMEOUT, message))
+                yield StreamFailure(UpstreamError(ErrorKind.TIMEOUT, message)), False
                 return
             try:
-                event = watchdog.next(rest, wait, message)
+                got = watchdog.next(rest, wait, message)
             except UpstreamError as error:
-                yield StreamFailure(error)
+                yield StreamFailure(error), False
                 return
-            if event is END:
+            if got is END:
                 return
-            yield event  # type: ignore[misc]
+            event = cast(Event, got)
+            yield event, length_hint(rest) > 0
             if isinstance(event, StreamFailure):
                 return
     finally:
@@ -468,7 +474,7 @@ class Dispatcher:
         finish: str | None = None
         usage: Usage | None = None
         try:
-            for event in follow(dispatch):
+            for event, _ in follow(dispatch):
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                 elif isinstance(event, Finish):

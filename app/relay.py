@@ -78,11 +78,14 @@ def relay(dispatch: Dispatch, encoder: Encoder, record: RequestRecord) -> Iterat
     outcome, error = "completed", None
     record.committed(dispatch)
     record.stream_began()
+    # Encoded events not yet written: only ever those that arrived in one network read
+    # together, written as one chunk when the next would mean waiting (never a buffer to fill).
+    parts: list[bytes] = []
     try:
         head = encoder.begin(answer_of(dispatch))
         if head:
-            yield head
-        for event in follow(dispatch):
+            parts.append(head)
+        for event, more in follow(dispatch):
             if isinstance(event, StreamFailure):
                 outcome, error = "failed_mid_stream", event.error.kind.value
                 log.warning(
@@ -91,26 +94,40 @@ def relay(dispatch: Dispatch, encoder: Encoder, record: RequestRecord) -> Iterat
                     event.error.kind.value,
                     event.error.message,
                 )
-                yield encoder.error(event.error)
+                parts.append(encoder.error(event.error))
+                yield _joined(parts)
                 return
             record.took(event)
             chunk = encoder.encode(event)
             if chunk:
-                yield chunk
+                parts.append(chunk)
+            if parts and not more:
+                yield _joined(parts)
         tail = encoder.end()
         if tail:
-            yield tail
+            parts.append(tail)
+        if parts:
+            yield _joined(parts)
     except GatewayStopping:
         outcome, error = "failed_mid_stream", ShuttingDown.code
         log.warning("stream from %s stopped: the worker process is shutting down", dispatch.worker.name)
-        yield encoder.refused(refusal_of(ShuttingDown()))
+        parts.append(encoder.refused(refusal_of(ShuttingDown())))
+        yield _joined(parts)
     except (GeneratorExit, ClientGone):
         outcome = "client_disconnected"
         raise
     except Exception:  # noqa: BLE001 - a bug of ours still ends the stream explicitly
         outcome, error = "failed_mid_stream", "internal"
         log.exception("relay failed")
-        yield encoder.error(UpstreamError(ErrorKind.SERVER, "internal gateway error"))
+        parts.append(encoder.error(UpstreamError(ErrorKind.SERVER, "internal gateway error")))
+        yield _joined(parts)
     finally:
         dispatch.close()
         record.finish(outcome, error)
+
+
+def _joined(parts: list[bytes]) -> bytes:
+    """The parts as one write, emptying the list."""
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
+    parts.clear()
+    return data

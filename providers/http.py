@@ -9,7 +9,8 @@ response is closed however the stream ends: completed, failed, or abandoned by t
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator
+from collections import deque
+from collections.abc import Generator, Iterable, Iterator
 
 import requests
 
@@ -89,36 +90,61 @@ class HttpAdapter:
 
 class ResponseEvents:
     """The events of one streamed response. `close()` closes the response whether or not
-    iteration has started (closing an unstarted generator would skip its `finally`)."""
+    iteration has started (closing an unstarted generator would skip its `finally`).
 
-    __slots__ = ("_response", "_events")
+    Events are parsed a network read at a time; `__length_hint__` says how many of the last
+    read's are still waiting here, so the relay can write events that arrived together in one
+    write to the client without ever waiting for more (app/relay.py)."""
+
+    __slots__ = ("_response", "_batches", "_ready")
 
     def __init__(self, response: requests.Response, parser: StreamParser, key: str | None) -> None:
         self._response = response
-        self._events = self._generate(response, parser, key)
+        self._batches = self._generate(response, parser, key)
+        self._ready: deque[Event] = deque()
 
     def __iter__(self) -> ResponseEvents:
         return self
 
     def __next__(self) -> Event:
-        return next(self._events)
+        ready = self._ready
+        while not ready:
+            ready.extend(next(self._batches))
+        return ready.popleft()
+
+    def __length_hint__(self) -> int:
+        return len(self._ready)
 
     def close(self) -> None:
-        self._events.close()
+        self._ready.clear()
+        self._batches.close()
         self._response.close()
 
     @staticmethod
-    def _generate(response: requests.Response, parser: StreamParser, key: str | None) -> Generator[Event, None, None]:
+    def _generate(
+        response: requests.Response, parser: StreamParser, key: str | None
+    ) -> Generator[list[Event], None, None]:
+        """The events of each network read, in lists; a failure ends the stream."""
         try:
             for chunk in Transport.iter_body(response):
-                for event in parser.feed(chunk):
-                    if isinstance(event, StreamFailure):
-                        yield StreamFailure(scrub(event.error, key))
+                events = _until_failure(parser.feed(chunk), key)
+                if events:
+                    yield events
+                    if isinstance(events[-1], StreamFailure):
                         return
-                    yield event
-            for event in parser.finish():
-                yield event if not isinstance(event, StreamFailure) else StreamFailure(scrub(event.error, key))
+            yield _until_failure(parser.finish(), key)
         except UpstreamError as error:
-            yield StreamFailure(scrub(error, key))
+            yield [StreamFailure(scrub(error, key))]
         finally:
             response.close()
+
+
+def _until_failure(events: Iterable[Event], key: str | None) -> list[Event]:
+    """The events up to the first failure, which is kept (with any key scrubbed from it)."""
+    kept: list[Event] = []
+    for event in events:
+        if isinstance(event, StreamFailure):
+            kept.append(StreamFailure(scrub(event.error, key)))
+            break
+        kept.append(event)
+    return kept

@@ -166,6 +166,11 @@ class FakeHTTPServer:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def connections_opened(self) -> int:
+        """Connections accepted since the start."""
+        return self._connections_opened.value
+
+    @property
     def open_connections(self) -> int:
         return self._connections_opened.value - self._connections_closed.value
 

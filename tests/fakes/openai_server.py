@@ -83,6 +83,9 @@ class Stream:
     first_delay: float = 0.0
     #: Which content chunk the gate holds back: 1 (after the first token) or 0 (before any).
     gate_at: int = 1
+    #: Send every content chunk, the finish and [DONE] in one write (a fast model's burst, or
+    #: a proxy that buffered them), as one HTTP chunk of several SSE events.
+    together: bool = False
 
     def __call__(self, ex: Exchange, fake: FakeOpenAI) -> None:
         body = ex.request.json()
@@ -101,6 +104,13 @@ class Stream:
         else:
             ex.start(200, SSE_HEADERS)
         ex.chunk(_chunk(model, {"role": "assistant", "content": ""}, None, usage))
+        if self.together:
+            events = [_chunk(model, {"content": text}, None, usage) for text in self.chunks]
+            ex.chunk(b"".join([*events, _chunk(model, {}, self.finish_reason, usage), b"data: [DONE]\n\n"]))
+            ex.end_chunks()
+            record.sent = len(self.chunks)
+            record.finished = True
+            return
         for index, text in enumerate(self.chunks):
             if cut(ex, index, self.cut_after):
                 return
