@@ -23,10 +23,29 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{_int('PORT', 4000)}"
 # worker per core is the right number (WEB_CONCURRENCY is the conventional variable).
 workers = _int("WEB_CONCURRENCY", os.cpu_count() or 1)
 worker_class = "gevent"
-# Concurrent connections per worker process (each stream holds one).
-worker_connections = _int("WORKER_CONNECTIONS", 1000)
-# Pending connections the kernel queues; also bounded by net.core.somaxconn.
-backlog = _int("BACKLOG", 2048)
+# Concurrent connections per worker process: each stream holds one, and a gevent worker holds
+# 10,000 slow streams in well under 1 GiB (bench/README.md, scenario c10k). Each stream also
+# holds an upstream connection: 10,000 streams need about 20,000 file descriptors, see below.
+worker_connections = _int("WORKER_CONNECTIONS", 10000)
+# Pending connections the kernel queues; the kernel caps it at net.core.somaxconn.
+backlog = _int("BACKLOG", 4096)
+
+
+def _raise_open_files_limit() -> None:
+    """Raise the soft limit of open files to the hard one, as nginx's worker_rlimit_nofile
+    does: the common soft default (1024) would refuse the 1,000th stream. The hard limit is the
+    operator's to raise (ulimit -Hn, LimitNOFILE= in systemd, the container runtime)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+_raise_open_files_limit()
 
 # The gevent worker's heartbeat runs in its own greenlet, so a long stream never trips this;
 # it only catches a worker whose event loop is blocked.
