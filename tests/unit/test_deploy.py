@@ -394,7 +394,8 @@ def test_nginx_accepts_the_configuration(tmp_path):
     conf = (NGINX / "nginx.conf").read_text(encoding="utf-8")
     for name in CORTEX_SERVICES:
         conf = conf.replace(f"server {name}:", "server 127.0.0.1:")
-    conf = conf.replace("pid /tmp/nginx.pid;", f"pid {tmp_path}/nginx.pid;")
+    conf = conf.replace("pid /run/nginx.pid;", f"pid {tmp_path}/nginx.pid;")
+    assert f"pid {tmp_path}/" in conf and "server cortex-" not in conf
     (tmp_path / "conf" / "nginx.conf").write_text(conf, encoding="utf-8")
     shutil.copy(NGINX / "cortex-proxy.conf", tmp_path / "conf")
     done = subprocess.run(
