@@ -155,9 +155,13 @@ def test_every_variable_the_deploy_files_set_is_one_cortex_reads():
 
 
 def test_the_shared_state_variables_are_read_by_cortex():
+    """Skipped only until the shared-state work (and its README section) is on this branch;
+    from then on a name it does not read fails here."""
     missing = SHARED_STATE_VARIABLES - names_read_by_cortex()
-    if missing:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    if missing and not re.search(r"^#+ Shared state$", readme, flags=re.M):
         pytest.skip(f"{sorted(missing)} not read on this branch yet: they arrive with the shared-state work")
+    assert not missing, f"the deploy files set {sorted(missing)}, which Cortex does not read"
 
 
 # --- Dockerfile ----------------------------------------------------------------------------
