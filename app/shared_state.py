@@ -338,16 +338,20 @@ class SharedState:
                     self._wake.clear()
                     if not self.flush():
                         self._ping()
-                if not self._listener.successful():
-                    raise self._listener.exception or ConnectionError("the listener ended")
+                raise self._listener.value or ConnectionError("the listener ended")
             except Exception as exc:  # noqa: BLE001 - any failure of Redis: serve locally, retry
                 self._lost(exc)
             gevent.sleep(delay)
             delay = min(delay * 2, BACKOFF[1])
 
-    def _listen(self) -> None:
-        while True:
-            self.poll(HEARTBEAT)
+    def _listen(self) -> Exception:
+        """Apply events until the connection fails; returns the failure (a greenlet that
+        raised would print a traceback: an outage is a warning, logged once by `_lost`)."""
+        try:
+            while True:
+                self.poll(HEARTBEAT)
+        except Exception as exc:  # noqa: BLE001 - handed to the loop, which reconnects
+            return exc
 
     def connect(self) -> int:
         """Open the connections, subscribe, write what was queued, read the shared state.
