@@ -267,6 +267,7 @@ class SharedState:
         self._listener: gevent.Greenlet | None = None
         self._attached = False
         self._warned = False
+        self._resync_wanted = False
 
     @property
     def enabled(self) -> bool:
@@ -292,13 +293,17 @@ class SharedState:
             self.queue(StateEvent("enable", worker, fingerprint(key)))
 
     def attach(self) -> None:
-        """Observe every worker of the pool (again after the pool was swapped)."""
+        """Observe every worker of the pool; after the pool was swapped (a reload, the admin
+        API) also read the shared state again, which a new worker's fresh ring lacks."""
         if not self.enabled or not self._attached:
             return
         for worker in self.pool:
             link = _Link(self, worker.name, worker.keys)
             worker.keys.observer = link
             worker.circuit.observer = link
+        if self._greenlet is not None:
+            self._resync_wanted = True
+            self._wake.set()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -336,6 +341,9 @@ class SharedState:
                 while not self._listener.dead:
                     self._wake.wait(HEARTBEAT)
                     self._wake.clear()
+                    if self._resync_wanted:
+                        self._resync_wanted = False
+                        self.resync()
                     if not self.flush():
                         self._ping()
                 raise self._listener.value or ConnectionError("the listener ended")

@@ -314,3 +314,21 @@ def test_an_unreachable_redis_is_reported_and_counted(refused_url):
     assert state.describe() == {"backend": "redis", "reachable": False}
     assert errors == [1, 1] and ups == [False, False]
     assert CHANNEL == "cortex:events"
+
+
+def test_a_silent_redis_fails_the_connection_instead_of_hanging():
+    """A server that accepts and never answers (a blackholed Redis): connect gives up after
+    the socket timeout with an error the loop handles, so it never holds a greenlet forever."""
+    import socket
+
+    import redis
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        state = SharedState(f"redis://127.0.0.1:{port}/0", "gw", pool("groq"), lambda: NOW)
+        with pytest.raises(redis.RedisError):
+            state.connect()
+        state._lost(redis.TimeoutError())
+        assert not state.reachable
