@@ -165,3 +165,15 @@ def test_a_stream_through_nginx_arrives_before_the_upstream_sends_its_last_chunk
             rest = b"".join(chunks)
     assert (first + rest).decode() == "Hello from the fake!"
     assert upstream.streams[0].finished
+
+
+def test_an_instance_that_starts_while_redis_is_down_serves_and_says_so(fake_openai, gateway):
+    upstream = fake_openai()
+    down = f"redis://:hunter2secret@127.0.0.1:{free_port()}/0"
+    gw = gateway(worker_toml("up", upstream.base_url), {"REDIS_URL": down, "RATE_LIMIT": "100/minute"})
+    health = get_json(gw.url + "/api/health")
+    assert health["shared_state"] == {"backend": "redis", "reachable": False} and health["status"] == "healthy"
+    for _ in range(3):
+        assert post(gw.url + "/api/chat/complete").status_code == 200
+    until(lambda: "is unreachable" in gw.log(), 5, "the outage was logged")
+    assert gw.log().count("is unreachable") == 1 and "hunter2secret" not in gw.log()
