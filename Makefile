@@ -9,13 +9,15 @@ PORT   ?= 4000
 CHROMIUM ?= /usr/bin/chromium
 # The shared rate-limit tests start a private redis-server (tests/redis_server.py).
 REDIS_SERVER ?= /usr/bin/redis-server
+# The scale-out tests put a private nginx in front of two gateways (tests/nginx_server.py).
+NGINX ?= /usr/sbin/nginx
 
-.PHONY: run test lint venv dev-venv chromium redis-server clean
+.PHONY: run test lint venv dev-venv chromium redis-server nginx clean
 
 run: $(VENV)/.runtime
 	PORT=$(PORT) exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: lint $(CHROMIUM) $(REDIS_SERVER)
+test: lint $(CHROMIUM) $(REDIS_SERVER) $(NGINX)
 	$(BIN)/pytest
 
 lint: $(VENV)/.dev
@@ -40,6 +42,15 @@ $(REDIS_SERVER):
 	@command -v apt-get >/dev/null || { echo "make: apt-get not found: install redis-server at $(REDIS_SERVER) (or set REDIS_SERVER=...)"; exit 1; }
 	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y redis-server
+
+nginx: $(NGINX)
+
+# Installed only when missing, like Chromium; the tests start their own, never the system service.
+$(NGINX):
+	@echo "make: $(NGINX) is missing; installing Debian's nginx for the scale-out tests"
+	@command -v apt-get >/dev/null || { echo "make: apt-get not found: install nginx at $(NGINX) (or set NGINX=...)"; exit 1; }
+	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y nginx
 
 venv: $(VENV)/.runtime
 dev-venv: $(VENV)/.dev

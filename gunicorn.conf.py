@@ -96,7 +96,7 @@ def on_starting(server):  # noqa: ARG001
 
 
 def post_worker_init(worker):
-    """Start the app's background greenlets (health checks) in this worker process, and make
+    """Start the app's background greenlets (health checks, shared state) in this worker process, and make
     its SIGTERM end the streams still running at the graceful deadline with an error marker
     instead of a silent cut (app/lifecycle.py)."""
     from app.lifecycle import on_sigterm

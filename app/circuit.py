@@ -26,12 +26,26 @@ closed and always allows, while still counting failures for status pages.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
 
 
+class CircuitObserver(Protocol):
+    """Told when the circuit opens or closes here (app/shared_state.py passes it on to the
+    other processes and instances). Called on the request path: it must only queue."""
+
+    def circuit_opened(self, until: float) -> None: ...
+
+    def circuit_closed(self) -> None: ...
+
+
 class Circuit:
+    #: Set by app/shared_state.py when state is shared; None: nobody is told.
+    observer: CircuitObserver | None = None
+
     def __init__(self, failure_threshold: int, cooldown: float, max_cooldown: float | None = None) -> None:
         if failure_threshold < 0 or cooldown < 0:
             raise ValueError("failure_threshold and cooldown must not be negative")
@@ -82,10 +96,10 @@ class Circuit:
         return True
 
     def record_success(self, now: float) -> None:
-        self._failures = 0
-        self._opened_until = None
-        self._next_cooldown = self.cooldown
-        self._trial = False
+        was_open = self._opened_until is not None
+        self.close()
+        if was_open and self.observer is not None:
+            self.observer.circuit_closed()
 
     def record_failure(self, now: float) -> None:
         self._failures += 1
@@ -107,3 +121,21 @@ class Circuit:
         self._opened_until = now + self._next_cooldown
         self._next_cooldown = min(self._next_cooldown * 2, self.max_cooldown)
         self._trial = False
+        if self.observer is not None:
+            self.observer.circuit_opened(self._opened_until)
+
+    # --- what another process or instance saw (app/shared_state.py); the observer is not told
+
+    def close(self) -> None:
+        """Closed: by a success here (`record_success`), or one elsewhere."""
+        self._failures = 0
+        self._opened_until = None
+        self._next_cooldown = self.cooldown
+        self._trial = False
+
+    def hold_open(self, until: float) -> None:
+        """Another process opened the circuit until `until`: open here too, never shorter than
+        an open state of our own. A trial in flight here gives its verdict as a straggler."""
+        if self.enabled:
+            self._opened_until = until if self._opened_until is None else max(self._opened_until, until)
+            self._trial = False

@@ -27,6 +27,8 @@ _SEPARATORS = re.compile(r"[;,|]")
 LOG_FORMATS = ("text", "json")
 #: Storage schemes flask-limiter can use here (the redis client is a runtime dependency).
 STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
+#: REDIS_URL schemes: one Redis server (shared state needs publish/subscribe on one server).
+REDIS_SCHEMES = ("redis", "rediss", "redis+unix")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,11 @@ class Edges:
     #: journal, rate-limit file, Prometheus multiprocess files). gunicorn.conf.py creates one
     #: when CORTEX_STATE_DIR is unset; None outside gunicorn: everything stays in-process.
     state_dir: str | None = None
+    #: Shared state of every instance (key cooldowns, disabled keys, circuits; and the limit
+    #: counters unless RATELIMIT_STORAGE_URI says otherwise); None: each process keeps its own.
+    redis_url: str | None = field(default=None, repr=False)
+    #: This instance's name in /api/health and shared-state events; None: hostname:PORT.
+    instance_id: str | None = None
 
     @property
     def auth_required(self) -> bool:
@@ -69,8 +76,9 @@ class Edges:
 
 
 TOP_KEYS = frozenset(
-    {"rate_limit", "ratelimit_storage_uri", "trusted_proxies", "cors_origins", "clients", "log_format", "log_content"}
-)
+    {"rate_limit", "ratelimit_storage_uri", "trusted_proxies", "cors_origins", "clients", "log_format", "log_content",
+     "redis_url", "instance_id"}
+)  # fmt: skip
 _CLIENT_KEYS = {"name", "key", "key_env", "rate_limit"}
 
 
@@ -94,6 +102,29 @@ def storage_uri(source: str, raw: Any) -> str | None:
     scheme = urlsplit(text).scheme
     if scheme not in STORAGE_SCHEMES:
         raise ConfigError(f"{source}: expected a {' / '.join(s + '://' for s in STORAGE_SCHEMES)} URI")
+    return text
+
+
+def redis_url(source: str, raw: Any) -> str | None:
+    text = str(raw).strip()
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ConfigError(f"{source}: expected a {' / '.join(s + '://' for s in REDIS_SCHEMES)} URI")
+    if parts.scheme == "redis+unix" and not parts.path:
+        raise ConfigError(f"{source}: redis+unix:// needs a socket path, e.g. redis+unix:///run/redis/redis.sock")
+    if parts.scheme != "redis+unix" and not parts.hostname:
+        raise ConfigError(f"{source}: expected a host, e.g. redis://127.0.0.1:6379/0")
+    return text
+
+
+def instance_id(source: str, raw: Any) -> str | None:
+    text = str(raw).strip()
+    if not text:
+        return None
+    if len(text) > 128 or not all(ch.isprintable() and not ch.isspace() for ch in text):
+        raise ConfigError(f"{source}: expected 1-128 printable characters without whitespace, got {text!r}")
     return text
 
 
@@ -167,6 +198,8 @@ def load_edges(env: Mapping[str, str], doc: Mapping[str, Any]) -> Edges:
     cors = pick("CORS_ORIGINS", "cors_origins")
     log_format = pick("LOG_FORMAT", "log_format")
     log_content = pick("LOG_CONTENT", "log_content")
+    redis = pick("REDIS_URL", "redis_url")
+    instance = pick("INSTANCE_ID", "instance_id")
     admin = env.get("CORTEX_ADMIN_TOKEN", "")
     fmt = str(log_format[1]).strip().lower() if log_format else "text"
     if fmt not in LOG_FORMATS:
@@ -182,4 +215,6 @@ def load_edges(env: Mapping[str, str], doc: Mapping[str, Any]) -> Edges:
         log_format=fmt,
         log_content=values.boolean(*log_content) if log_content else False,
         state_dir=state_dir,
+        redis_url=redis_url(*redis) if redis else None,
+        instance_id=instance_id(*instance) if instance else None,
     )

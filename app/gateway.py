@@ -30,6 +30,7 @@ from app.lifecycle import InFlight
 from app.limit_storage import storage_uri
 from app.pool import Worker, WorkerPool, make_worker
 from app.settings import Settings, WorkerSpec, load_settings, parse_worker, read_config
+from app.shared_state import SharedState, instance_name
 from app.strategies import STRATEGIES, LatencyStrategy, make_strategy
 from app.upstream_quota import UpstreamQuota
 from providers.transport import Transport
@@ -84,6 +85,10 @@ class Gateway:
             quota=UpstreamQuota(storage_uri(settings.edges)),
         )  # fmt: skip
         self.admin = AdminBus.for_state_dir(self, settings.edges.state_dir)
+        #: This instance's name (/api/health, shared-state events).
+        self.instance = instance_name(settings.edges, self.environ)
+        #: Key cooldowns, disabled keys and circuits shared through Redis (REDIS_URL), else a no-op.
+        self.shared = SharedState(settings.edges.redis_url, self.instance, self.pool, clock)
         #: The chat requests being served, so a stopping process ends them explicitly.
         self.in_flight = InFlight()
         self._background_check: gevent.Greenlet | None = None
@@ -91,10 +96,12 @@ class Gateway:
     def start(self) -> None:
         self.admin.start()
         self.health.start()
+        self.shared.start()
 
     def stop(self) -> None:
         self.admin.stop()
         self.health.stop()
+        self.shared.stop()
         self.transport.close()
 
     # --- admin changes (called by AdminBus, in every process, in journal order) -------------
@@ -138,6 +145,8 @@ class Gateway:
             worker = self.pool.get(op.name or "")
             if worker is not None and op.key is not None and 1 <= op.key <= len(worker.keys):
                 worker.keys.enable(op.key - 1)
+                if own:  # every process of this instance applies the op; one tells the others
+                    self.shared.key_enabled(worker.name, op.key - 1)
             return worker
         if op.kind == RELOAD:
             return self.reconfigure(load_settings(self.environ, op.config))
@@ -181,6 +190,7 @@ class Gateway:
     def _swap_in(self, workers: list[Worker]) -> None:
         self.pool.swap(workers)
         self.health.retain()
+        self.shared.attach()
 
     def _parse_worker(self, table: Mapping[str, object] | None) -> WorkerSpec:
         try:

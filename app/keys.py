@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Protocol
 
 KEY_STRATEGIES = ("round_robin", "least_used", "random")
 
@@ -37,8 +38,20 @@ class KeyState:
         return not self.disabled and self.cooldown_until <= now
 
 
+class KeyObserver(Protocol):
+    """Told when a key is put to rest or refused here (app/shared_state.py passes it on to the
+    other processes and instances). Called on the request path: it must only queue."""
+
+    def key_cooled(self, index: int, until: float) -> None: ...
+
+    def key_disabled(self, index: int) -> None: ...
+
+
 class KeyRing:
     """Keys of one worker. A worker without keys (a local server) has one keyless slot."""
+
+    #: Set by app/shared_state.py when state is shared; None: nobody is told.
+    observer: KeyObserver | None = None
 
     def __init__(self, keys: tuple[str, ...], strategy: str = "round_robin", rng: random.Random | None = None) -> None:
         if strategy not in KEY_STRATEGIES:
@@ -100,6 +113,8 @@ class KeyRing:
         state = self._states[index]
         state.rate_limited += 1
         state.cooldown_until = max(state.cooldown_until, now + seconds)
+        if self.observer is not None:
+            self.observer.key_cooled(index, state.cooldown_until)
 
     def disable(self, index: int | None) -> None:
         """A key the upstream refused (401/403) stays out until an operator enables it (the admin
@@ -107,6 +122,8 @@ class KeyRing:
         if index is not None and not self._states[index].disabled:
             self._states[index].disabled = True
             self._states[index].disabled_count += 1
+            if self.observer is not None:
+                self.observer.key_disabled(index)
 
     def enable(self, index: int | None) -> None:
         """An operator vouches for the key again: back in rotation at once, without its cooldown."""
@@ -114,6 +131,18 @@ class KeyRing:
             state = self._states[index]
             state.disabled = False
             state.cooldown_until = 0.0
+
+    # --- what another process or instance saw (app/shared_state.py); the observer is not told
+
+    def hold(self, index: int, until: float) -> None:
+        """Another process cooled this key until `until`: never shortens a cooldown seen here."""
+        state = self._states[index]
+        state.cooldown_until = max(state.cooldown_until, until)
+
+    def refuse(self, index: int) -> None:
+        """Another process saw the upstream refuse this key: out of rotation here too (not
+        counted in `disabled_count`, which is what this process saw)."""
+        self._states[index].disabled = True
 
     def available_at(self, now: float) -> float | None:
         """None if a key is usable now; else when the earliest cooling key returns

@@ -3,6 +3,7 @@ processes share them without Redis (FIELD-NOTES 12: per-process counters let a 1
 through several times over).
 
     RATELIMIT_STORAGE_URI set        -> that (memory://, redis://..., shared by every instance)
+    else REDIS_URL set                -> REDIS_URL (the shared state's Redis, app/shared_state.py)
     else a state dir (under gunicorn) -> cortex+sqlite://<state dir>/limits.sqlite3
     else                              -> memory:// (one process: the Flask test client, scripts)
 
@@ -55,6 +56,8 @@ def storage_uri(edges: Edges) -> str:
     """The storage both the client limits and the upstream quota use (see the module docstring)."""
     if edges.ratelimit_storage_uri:
         return edges.ratelimit_storage_uri
+    if edges.redis_url:
+        return edges.redis_url
     if edges.state_dir:
         # Absolute: in scheme://relative/path the first part would be read as a host.
         return f"{SCHEME}://{quote(str(Path(edges.state_dir, FILENAME).absolute()))}"

@@ -23,6 +23,11 @@ outcomes and failover reasons come from fixed sets. No label carries a key or fr
     cortex_worker_up / cortex_worker_degraded{provider}  set from the health view at scrape time
     cortex_upstream_connections_idle{pid}                kept-alive upstream connections in the pool
     cortex_event_loop_watchers{pid}                      active gevent watchers (sockets waited on, timers)
+    cortex_shared_state_up                               0 while a process cannot reach Redis (REDIS_URL)
+    cortex_shared_state_errors_total                     failed connections and commands to that Redis
+
+No metric carries an instance label: Prometheus adds `instance` (and `job`) to every series from
+the target it scraped, so several Cortex instances are told apart without Cortex naming itself.
 
 The last two are each process's own, read at scrape time by the process that answers the
 scrape (so another process's value is as of its last scrape): O(pools) and O(1) reads, for
@@ -164,6 +169,26 @@ class CortexMetrics:
             registry=registry, multiprocess_mode="liveall",
         )  # fmt: skip
 
+        # Each process has its own connection: the lowest value of the live processes, so one
+        # process without Redis shows as 0. Without REDIS_URL it is 1 (local state, as configured).
+        self.shared_state_up = Gauge(
+            "cortex_shared_state_up",
+            "1 when this instance's processes reach the shared state (Redis, REDIS_URL) or none is configured; "
+            "0 while one serves on its own state",
+            registry=registry, multiprocess_mode="livemin",
+        )  # fmt: skip
+        self.shared_state_errors = counter(
+            "cortex_shared_state_errors_total", "Failed connections and commands to the shared state's Redis"
+        )
+
+    # --- the shared state's observer -------------------------------------------------------
+
+    def shared_state_reachable(self, up: bool) -> None:
+        self.shared_state_up.set(1 if up else 0)
+
+    def shared_state_error(self) -> None:
+        self.shared_state_errors.inc()
+
     # --- the dispatcher's observer -----------------------------------------------------------
 
     def attempt_failed(self, worker: str, kind: str) -> None:
@@ -236,6 +261,8 @@ def create_metrics(gateway: Gateway) -> CortexMetrics:
     """Cortex's metrics in a registry of this app's own; the dispatcher reports to them."""
     metrics = CortexMetrics(CollectorRegistry())
     gateway.dispatcher.observer = metrics
+    gateway.shared.observer = metrics
+    metrics.shared_state_reachable(not gateway.shared.enabled)  # Redis: 0 until connected
     return metrics
 
 

@@ -54,8 +54,16 @@ def _returns_at(back: float | None) -> str | None:
 
 
 def health_report(
-    pool: WorkerPool, snapshot: HealthSnapshot, now: float, started_at: float
+    pool: WorkerPool,
+    snapshot: HealthSnapshot,
+    now: float,
+    started_at: float,
+    instance: str,
+    shared_state: Mapping[str, object],
 ) -> tuple[dict[str, Any], int]:
+    """The health body and its status code. `instance` names this instance and `shared_state`
+    says whether this process reaches the shared state (app/shared_state.py); neither changes
+    the status code: an instance without Redis still serves, on its own state."""
     workers: dict[str, Any] = {}
     counts = {HEALTHY: 0, DEGRADED: 0, UNAVAILABLE: 0, UNKNOWN: 0}
     for worker in pool:
@@ -92,6 +100,8 @@ def health_report(
         overall, code = "healthy", 200
     body = {
         "status": overall,
+        "instance": instance,
+        "shared_state": dict(shared_state),
         "timestamp": _iso(now),
         "uptime": round(now - started_at, 3),
         "workers": workers,

@@ -42,11 +42,12 @@ def ping(port: int, timeout: float = 0.5) -> bool:
 
 
 @contextmanager
-def redis_server(workdir: Path, timeout: float = 10.0) -> Iterator[str]:
-    """Yield the URI (redis://127.0.0.1:<port>/0) of a fresh redis-server."""
+def redis_server(workdir: Path, timeout: float = 10.0, port: int | None = None) -> Iterator[str]:
+    """Yield the URI (redis://127.0.0.1:<port>/0) of a fresh redis-server; on `port` when given
+    (a test that restarts Redis where its clients expect it)."""
     binary = redis_binary()
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log_path = workdir / "redis.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

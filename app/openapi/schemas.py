@@ -175,9 +175,18 @@ WORKER_HEALTH = {
 
 HEALTH = {
     "type": "object",
-    "required": ["status", "timestamp", "uptime", "workers", "summary", "last_check"],
+    "required": ["status", "instance", "shared_state", "timestamp", "uptime", "workers", "summary", "last_check"],
     "properties": {
         "status": {"enum": ["healthy", "degraded", "unhealthy", "no_workers"]},
+        "instance": {"type": "string", "description": "This instance's name: INSTANCE_ID, else hostname:PORT."},
+        "shared_state": {
+            "type": "object",
+            "description": "Where key cooldowns, disabled keys and circuits are shared (redis: REDIS_URL; "
+            "local: each process keeps its own), and whether the process that answered reaches it. "
+            "Unreachable, it serves on its own state; the status code does not change.",
+            "required": ["backend", "reachable"],
+            "properties": {"backend": {"enum": ["redis", "local"]}, "reachable": {"type": "boolean"}},
+        },
         "timestamp": TIMESTAMP,
         "uptime": {"type": "number"},
         "workers": {"type": "object", "additionalProperties": ref("WorkerHealth")},

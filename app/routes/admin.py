@@ -97,5 +97,7 @@ def health_check() -> tuple[Response, int]:
     """Probe every worker now, here; the other processes probe in the background."""
     gw = gateway()
     gw.admin.submit(AdminOp(HEALTH_CHECK))
-    body, _ = health_report(gw.pool, gw.health.check_now(), gw.clock(), gw.started_at)
+    body, _ = health_report(
+        gw.pool, gw.health.check_now(), gw.clock(), gw.started_at, gw.instance, gw.shared.describe()
+    )
     return _answer(**body)

@@ -36,7 +36,9 @@ def encoder_for(chat: NativeChat, req: Request) -> Encoder:
 @bp.get("/health")
 def health() -> tuple[Response, int]:
     gw = gateway()
-    body, code = health_report(gw.pool, gw.health.snapshot, gw.clock(), gw.started_at)
+    body, code = health_report(
+        gw.pool, gw.health.snapshot, gw.clock(), gw.started_at, gw.instance, gw.shared.describe()
+    )
     return jsonify(body), code
 
 

@@ -246,3 +246,14 @@ def test_a_scrape_reports_the_process_s_idle_upstream_connections_and_loop_watch
     client.get("/metrics")
     assert sample(client, "cortex_upstream_connections_idle") == 1  # kept alive for the next request
     assert sample(client, "cortex_event_loop_watchers") >= 0
+
+
+def test_the_shared_state_gauge_is_1_without_redis_and_0_until_redis_is_reached(make_client):
+    local = make_client()
+    local.get("/metrics")
+    assert sample(local, "cortex_shared_state_up") == 1
+    assert sample(local, "cortex_shared_state_errors_total") == 0
+    configured = make_client({"REDIS_URL": "redis://127.0.0.1:9/0"})
+    configured.get("/metrics")
+    assert sample(configured, "cortex_shared_state_up") == 0
+    assert 'instance="' not in configured.get("/metrics").get_data(as_text=True)  # Prometheus adds it

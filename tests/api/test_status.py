@@ -53,3 +53,16 @@ def test_chat_skips_a_resting_worker_and_says_when_to_retry(make_client):
         {"worker": "keyed", "key": None, "kind": "keys_unavailable", "status": None,
          "message": "every API key is cooling down or disabled"}
     ]  # fmt: skip
+
+
+def test_health_names_the_instance_and_where_shared_state_lives(make_client):
+    local = make_client({"INSTANCE_ID": "gw-eu-1"}).get("/api/health").get_json()
+    assert local["instance"] == "gw-eu-1"
+    assert local["shared_state"] == {"backend": "local", "reachable": True}
+    # Configured but not started (create_app connects to nothing): not reachable yet, and the
+    # status code is still the workers' (the demo answers).
+    response = make_client({"REDIS_URL": "redis://:hunter2secret@127.0.0.1:9/0"}).get("/api/health")
+    assert response.status_code == 200 and response.get_json()["status"] == "healthy"
+    assert response.get_json()["shared_state"] == {"backend": "redis", "reachable": False}
+    assert ":" in response.get_json()["instance"]  # hostname:port by default
+    assert "hunter2secret" not in response.get_data(as_text=True)

@@ -40,7 +40,7 @@ def test_every_variable_of_the_operating_reference_is_read():
         "CORTEX_API_KEYS": "client-key-1234", "CORTEX_ADMIN_TOKEN": "admin-token-1234", "RATE_LIMIT": "5/minute",
         "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0", "TRUSTED_PROXIES": "1",
         "CORS_ORIGINS": "https://app.example", "LOG_FORMAT": "json", "LOG_CONTENT": "true",
-        "CORTEX_STATE_DIR": "/tmp/cortex-state",
+        "CORTEX_STATE_DIR": "/tmp/cortex-state", "REDIS_URL": "redis://127.0.0.1:6379/0", "INSTANCE_ID": "gw-a",
     }  # fmt: skip
     assert documented - {"PROMETHEUS_MULTIPROC_DIR"} == set(samples)
     default = load_settings({}).edges

@@ -1,0 +1,110 @@
+"""A real nginx in front of gateways, for the scale-out tests: a private one on a free loopback
+port, in the foreground, with its own prefix directory (configuration, pid file, logs, temp
+files) under the test's tmp dir, stopped at teardown.
+
+Its `location /` includes deploy/nginx/cortex-proxy.conf unchanged, so the tests prove the
+proxy directives operators are told to use. `make test` installs nginx when /usr/sbin/nginx is
+missing; elsewhere a test that needs it is skipped, except in CI (CI=true), where a missing
+nginx is an error, as for tests/redis_server.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.gateway_process import ROOT, free_port
+
+PROXY_CONF = ROOT / "deploy" / "nginx" / "cortex-proxy.conf"
+
+CONF = """\
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 256; }}
+
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+
+    upstream cortex {{
+{servers}
+        keepalive 16;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            include {proxy_conf};
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+    if found is None:
+        message = "nginx is not installed (make test installs it: apt-get install nginx)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def nginx_server(workdir: Path, upstreams: Sequence[int], timeout: float = 10.0) -> Iterator[str]:
+    """Yield the base URL (http://127.0.0.1:<port>) of an nginx proxying to Cortex on `upstreams`."""
+    binary = nginx_binary()
+    (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    # No `user`: started as root, nginx's worker runs as nobody, which cannot enter pytest's
+    # private tmp dir; it needs none of it (the master opens the logs, and with
+    # cortex-proxy.conf's buffering off no body goes to a temp file).
+    servers = "\n".join(f"        server 127.0.0.1:{p};" for p in upstreams)
+    conf = workdir / "nginx.conf"
+    conf.write_text(CONF.format(prefix=workdir, servers=servers, port=port, proxy_conf=PROXY_CONF.resolve()))
+    error_log = workdir / "error.log"
+    with open(workdir / "stderr.log", "wb") as stderr:
+        process = subprocess.Popen(
+            [binary, "-p", str(workdir), "-c", str(conf), "-e", str(error_log)],
+            stdout=stderr, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + timeout
+            while not _listening(port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    logs = "\n".join(p.read_text(errors="replace") for p in (workdir / "stderr.log", error_log)
+                                     if p.exists())  # fmt: skip
+                    raise RuntimeError(f"nginx did not start:\n{logs}")
+                time.sleep(0.02)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.send_signal(signal.SIGTERM)  # fast shutdown: open connections are closed
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
