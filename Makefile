@@ -10,7 +10,7 @@ CHROMIUM ?= /usr/bin/chromium
 # The shared rate-limit tests start a private redis-server (tests/redis_server.py).
 REDIS_SERVER ?= /usr/bin/redis-server
 
-.PHONY: run test lint venv dev-venv chromium redis-server clean
+.PHONY: run test lint bench venv dev-venv chromium redis-server clean
 
 run: $(VENV)/.runtime
 	PORT=$(PORT) exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
@@ -22,6 +22,13 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app providers wsgi.py
+
+# The benchmark harness (bench/README.md): Cortex against the direct path, every scenario (~5 min).
+# One scenario or a few: make bench SCENARIOS=s1,a; anything else: BENCH_ARGS='--edges off'.
+SCENARIOS ?= s1,a,b,c1000,c10k
+BENCH_ARGS ?=
+bench: $(VENV)/.runtime
+	$(BIN)/python bench/bench.py --scenarios $(SCENARIOS) $(BENCH_ARGS)
 
 chromium: $(CHROMIUM)
 
