@@ -436,6 +436,8 @@ def render_scenario(sc: Scenario, rows: dict[str, dict[str, Any]]) -> list[str]:
                 f"; worker CPU {s['cpu_busy_pct']} % of a core over the window, RSS at the end "
                 f"{s['rss_end_mib']} MiB, kernel peak (VmHWM) {s['hwm_mib']} MiB, open fds peak {s['fds_peak']:,}"
             )
+        for kind, sample in sorted(r.get("error_samples", {}).items()):
+            line += f"; first `{kind}` answer ended: `{' '.join(sample.split())[-160:]}`"
         if r.get("unfinished"):
             line += f"; {r['unfinished']} clients unfinished at the bound"
         extra.append(line)
@@ -597,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [SCENARIOS[n] for n in names]
     apply_overrides(scenarios, args.set)
     raise_nofile()
+    facts = machine_facts()  # before the run: the commit and tree that were measured
     notes = [n for n in (fit_streams(sc) for sc in scenarios) if n]
     for n in notes:
         log(f"note: {n}")
@@ -672,7 +675,6 @@ def main(argv: list[str] | None = None) -> int:
             gateway.stop()
         stop_process(upstream, grace=5)
 
-    facts = machine_facts()
     config = {
         "edges": args.edges,
         "pinning": "gateway (master + worker) on CPU 0; harness, mock upstream and load generator on CPU 1"
@@ -705,7 +707,7 @@ def render(facts: dict[str, Any], config: dict[str, Any], command: str, scenario
            results: dict[str, dict[str, dict[str, Any]]], interrupted: bool) -> str:  # fmt: skip
     v = facts["versions"]
     lines = [
-        f"# Cortex benchmark, {facts['date_utc']}" + (" (interrupted: partial)" if interrupted else ""),
+        f"# Cortex benchmark, started {facts['date_utc']}" + (" (interrupted: partial)" if interrupted else ""),
         "",
         f"- command: `{command}`",
         f"- machine: {facts['cpu']}, {facts['cores']} cores, {facts['mem_gib']} GiB, Linux {facts['kernel']}; "

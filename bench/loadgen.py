@@ -72,6 +72,8 @@ class Stats:
         self.peak_in_flight = 0
         self.streaming = 0
         self.peak_streaming = 0
+        #: The end of the first failed answer of each kind (what the server said instead).
+        self.samples: dict[str, str] = {}
 
 
 class ResponseParser:
@@ -226,15 +228,18 @@ class Client(asyncio.Protocol):
             self._finish(self._check(parser))
 
     def _check(self, parser: ResponseParser) -> str:
-        if parser.status != 200:
-            return f"http_{parser.status}"
         body = bytes(parser.body)
-        text = b"".join(CONTENT.findall(body))
-        if self.stream and not DONE.search(body):
-            return "no_done_marker"
-        if text != self.expected:
-            return "content_mismatch"
-        return ""
+        if parser.status != 200:
+            error = f"http_{parser.status}"
+        elif self.stream and not DONE.search(body):
+            error = "no_done_marker"
+        elif b"".join(CONTENT.findall(body)) != self.expected:
+            error = "content_mismatch"
+        else:
+            return ""
+        if error not in self.stats.samples:
+            self.stats.samples[error] = body[-300:].decode("utf-8", "replace")
+        return error
 
     def _timeout(self) -> None:
         self.timer = None
@@ -354,6 +359,7 @@ class Run:
             "peak_in_flight": self.stats.peak_in_flight,
             "peak_streaming": self.stats.peak_streaming,
             "connect_errors": dict(self.connect_errors),
+            "error_samples": self.stats.samples,
             "unfinished": sum(1 for t in tasks if not t.done()),
             "loadgen_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
             "elapsed_s": round(t_done - t0, 3),
