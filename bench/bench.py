@@ -580,9 +580,14 @@ def apply_overrides(scenarios: list[Scenario], sets: list[str]) -> None:
         if not m or m.group(1) not in by_name or m.group(2) not in Scenario.__dataclass_fields__:
             raise SystemExit(f"--set {item}: expected SCENARIO.FIELD=VALUE for a selected scenario")
         sc = by_name[m.group(1)]
-        old = getattr(sc, m.group(2))
         raw = m.group(3)
-        setattr(sc, m.group(2), raw.lower() in ("1", "true", "yes") if isinstance(old, bool) else type(old)(raw))
+        kind = Scenario.__dataclass_fields__[m.group(2)].type  # a string: annotations are postponed
+        if kind == "bool":
+            setattr(sc, m.group(2), raw.lower() in ("1", "true", "yes"))
+        elif kind in ("int", "float", "str"):
+            setattr(sc, m.group(2), {"int": int, "float": float, "str": str}[kind](raw))
+        else:
+            raise SystemExit(f"--set {item}: {m.group(2)} cannot be set from the command line")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -613,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     upstream = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), "--port", str(upstream_port)],
                                 stdout=subprocess.DEVNULL, preexec_fn=pinned(driver_cpus))  # fmt: skip
     gateway: Gateway | None = None
+    saved_affinity: dict[int, set[int]] = {}
     results: dict[str, dict[str, dict[str, Any]]] = {}
     interrupted = False
 
@@ -624,8 +630,9 @@ def main(argv: list[str] | None = None) -> int:
         wait_listening(upstream_port, upstream, "the mock upstream", "/health")
         gateway = Gateway(args, upstream_port, gateway_cpus, log_dir)
         gateway.ready()
-        if pin and args.target:
+        if pin and args.target:  # a gateway we did not start: pinned for the run, restored after it
             for pid in [gateway.master, *gateway.workers]:
+                saved_affinity[pid] = os.sched_getaffinity(pid)
                 for tid in os.listdir(f"/proc/{pid}/task"):
                     os.sched_setaffinity(int(tid), gateway_cpus)  # type: ignore[arg-type]
         headers = list(args.header)
@@ -673,10 +680,16 @@ def main(argv: list[str] | None = None) -> int:
         gateway_log = gateway.log_summary() if gateway is not None else {}
         if gateway is not None:
             gateway.stop()
+        for pid, cpus in saved_affinity.items():
+            for tid in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}") else []:
+                try:
+                    os.sched_setaffinity(int(tid), cpus)
+                except OSError:
+                    pass
         stop_process(upstream, grace=5)
 
     config = {
-        "edges": args.edges,
+        "edges": args.edges if not args.target else "as its operator configured it (--target)",
         "pinning": "gateway (master + worker) on CPU 0; harness, mock upstream and load generator on CPU 1"
         if pin
         else "none (kernel scheduling)",
@@ -715,7 +728,9 @@ def render(facts: dict[str, Any], config: dict[str, Any], command: str, scenario
         f"- software: Python {facts['python']}, "
         + ", ".join(f"{k} {x}" for k, x in v.items())
         + f"; commit {facts['git_commit']}{' (dirty)' if facts['git_dirty'] else ''}",
-        f"- gateway: `{config['gateway_command']}`, one gevent worker process, edges {config['edges']}",
+        f"- gateway: `{config['gateway_command']}`, "
+        + ("one gevent worker process, " if config["gateway_env"] else "")
+        + f"edges {config['edges']}",
         "  (" + ", ".join(f"{k}={x}" for k, x in sorted(config["gateway_env"].items())) + ")",
         f"- placement: {config['pinning']}",
         f"- gateway log: {config['gateway_log']}",
