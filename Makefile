@@ -12,7 +12,7 @@ REDIS_SERVER ?= /usr/bin/redis-server
 # The scale-out tests put a private nginx in front of two gateways (tests/nginx_server.py).
 NGINX ?= /usr/sbin/nginx
 
-.PHONY: run test lint venv dev-venv chromium redis-server nginx clean
+.PHONY: run test lint bench venv dev-venv chromium redis-server nginx clean
 
 run: $(VENV)/.runtime
 	PORT=$(PORT) exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
@@ -24,6 +24,13 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app providers wsgi.py
+
+# The benchmark harness (bench/README.md): Cortex against the direct path, every scenario (~5 min).
+# One scenario or a few: make bench SCENARIOS=s1,a; anything else: BENCH_ARGS='--edges off'.
+SCENARIOS ?= s1,a,b,c1000,c10k
+BENCH_ARGS ?=
+bench: $(VENV)/.runtime
+	$(BIN)/python bench/bench.py --scenarios $(SCENARIOS) $(BENCH_ARGS)
 
 chromium: $(CHROMIUM)
 
