@@ -33,31 +33,27 @@ bench: $(VENV)/.runtime
 	$(BIN)/python bench/bench.py --scenarios $(SCENARIOS) $(BENCH_ARGS)
 
 chromium: $(CHROMIUM)
-
-# Installed only when missing, with apt-get (through sudo unless we are root).
-$(CHROMIUM):
-	@echo "make: $(CHROMIUM) is missing; installing Debian's chromium for the browser tests"
-	@command -v apt-get >/dev/null || { echo "make: apt-get not found: install Chromium at $(CHROMIUM) (or set CHROMIUM=...)"; exit 1; }
-	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium
-
 redis-server: $(REDIS_SERVER)
-
-# Installed only when missing, like Chromium; the tests start their own, never the system service.
-$(REDIS_SERVER):
-	@echo "make: $(REDIS_SERVER) is missing; installing Debian's redis-server for the rate-limit tests"
-	@command -v apt-get >/dev/null || { echo "make: apt-get not found: install redis-server at $(REDIS_SERVER) (or set REDIS_SERVER=...)"; exit 1; }
-	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y redis-server
-
 nginx: $(NGINX)
 
-# Installed only when missing, like Chromium; the tests start their own, never the system service.
-$(NGINX):
-	@echo "make: $(NGINX) is missing; installing Debian's nginx for the scale-out tests"
-	@command -v apt-get >/dev/null || { echo "make: apt-get not found: install nginx at $(NGINX) (or set NGINX=...)"; exit 1; }
+# System packages the tests need, installed only when missing, with apt-get (through sudo unless
+# we are root). The tests start their own servers on loopback ports, never the system services.
+# $(call apt_install,<Debian package>,<what needs it>)
+define apt_install
+	@echo "make: $@ is missing; installing Debian's $(1) for $(2)"
+	@command -v apt-get >/dev/null || { echo "make: apt-get not found: install $(1) at $@ (or point the variable at it)"; exit 1; }
 	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y nginx
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y $(1)
+endef
+
+$(CHROMIUM):
+	$(call apt_install,chromium,the browser tests)
+
+$(REDIS_SERVER):
+	$(call apt_install,redis-server,the shared rate-limit and scale-out tests)
+
+$(NGINX):
+	$(call apt_install,nginx,the scale-out tests)
 
 venv: $(VENV)/.runtime
 dev-venv: $(VENV)/.dev

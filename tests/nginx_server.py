@@ -10,8 +10,6 @@ nginx is an error, as for tests/redis_server.py.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,9 +18,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from tests.gateway_process import ROOT, free_port
+from tests.system import system_binary
 
 PROXY_CONF = ROOT / "deploy" / "nginx" / "cortex-proxy.conf"
 
@@ -57,13 +54,7 @@ http {{
 
 
 def nginx_binary() -> str:
-    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
-    if found is None:
-        message = "nginx is not installed (make test installs it: apt-get install nginx)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return system_binary("nginx", "/usr/sbin/nginx", "nginx")
 
 
 def _listening(port: int) -> bool:

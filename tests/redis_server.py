@@ -8,8 +8,6 @@ test there would hide that the shared limit was never checked.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -17,19 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from tests.gateway_process import free_port
+from tests.system import system_binary
 
 
 def redis_binary() -> str:
-    found = shutil.which("redis-server") or next((p for p in ("/usr/bin/redis-server",) if Path(p).exists()), None)
-    if found is None:
-        message = "redis-server is not installed (make test installs it: apt-get install redis-server)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return system_binary("redis-server", "/usr/bin/redis-server", "redis-server")
 
 
 def ping(port: int, timeout: float = 0.5) -> bool:
