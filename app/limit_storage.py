@@ -39,8 +39,8 @@ FILENAME = "limits.sqlite3"
 #: Rows whose window ended are deleted at most this often (seconds), by whichever process
 #: increments first after that.
 PRUNE_INTERVAL = 60.0
-#: Increments remembered for reading back (one per client key; cleared when full).
-HITS_KEPT = 4096
+#: Increments remembered for reading back (one per request in flight; cleared when full).
+HITS_KEPT = 16384
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires_at REAL NOT NULL)"
 _INCR = """
@@ -103,8 +103,8 @@ class SQLiteStorage(Storage):
         self._pid = 0
         self._lock = threading.Lock()
         self._next_prune = 0.0
-        #: key -> (its greenlet, value, expires_at) of the last increment: see `_row`.
-        self._hits: dict[str, tuple[weakref.ref[object], int, float]] = {}
+        #: (key, greenlet id) -> (the greenlet, value, expires_at) of its last increment: see `_row`.
+        self._hits: dict[tuple[str, int], tuple[weakref.ref[object], int, float]] = {}
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
@@ -138,7 +138,8 @@ class SQLiteStorage(Storage):
                 raise
         if len(self._hits) >= HITS_KEPT:
             self._hits.clear()
-        self._hits[key] = (weakref.ref(getcurrent()), int(value), float(expires_at))
+        current = getcurrent()
+        self._hits[key, id(current)] = (weakref.ref(current), int(value), float(expires_at))
         return int(value)
 
     def _row(self, key: str) -> tuple[int, float] | None:
@@ -146,8 +147,9 @@ class SQLiteStorage(Storage):
         (flask-limiter reads both back for the X-RateLimit headers and a 429's Retry-After),
         they are the values the increment returned: what this request was counted as, without
         two more queries per request."""
-        hit = self._hits.get(key)
-        if hit is not None and hit[0]() is getcurrent():
+        current = getcurrent()
+        hit = self._hits.get((key, id(current)))
+        if hit is not None and hit[0]() is current:
             return (hit[1], hit[2]) if hit[2] > time.time() else None
         with self._lock:
             row = (
@@ -179,7 +181,8 @@ class SQLiteStorage(Storage):
             return self._connection().execute("DELETE FROM counters").rowcount
 
     def clear(self, key: str) -> None:
-        self._hits.pop(key, None)
+        for entry in [entry for entry in self._hits if entry[0] == key]:
+            del self._hits[entry]
         with self._lock:
             self._connection().execute("DELETE FROM counters WHERE key = ?", (key,))
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import gevent
+import gevent.event
 import pytest
 from limits import RateLimitItemPerSecond
 from limits.storage import storage_from_string
@@ -94,6 +95,27 @@ def test_a_request_reads_back_what_its_own_increment_returned(tmp_path: Path) ->
     assert gevent.spawn(store.get, "k").get() == 2
     store.close()
     other.close()
+
+
+def test_concurrent_requests_of_one_client_each_read_back_their_own(tmp_path: Path) -> None:
+    """A thousand streams of one client key interleave their increments and reads: each
+    request still reads its own increment, and none of them queries the file for it."""
+    store = SQLiteStorage(f"{SCHEME}://{tmp_path / 'limits.sqlite3'}")
+    queries: list[str] = []
+    store._connection().set_trace_callback(queries.append)
+    counted = gevent.event.Event()
+
+    def request() -> tuple[int, int]:
+        mine = store.incr("client", 60)
+        counted.wait()  # every request counted before any reads back
+        return mine, store.get("client")
+
+    requests = [gevent.spawn(request) for _ in range(20)]
+    gevent.sleep(0)
+    counted.set()
+    assert sorted(r.get() for r in requests) == [(n, n) for n in range(1, 21)]
+    assert not [q for q in queries if q.lstrip().startswith("SELECT")]
+    store.close()
 
 
 WORKER = """
