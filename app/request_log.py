@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -307,8 +308,19 @@ def install_request_log(app: Flask, accounting: RequestLog) -> None:
 _BARE = re.compile(r"[A-Za-z0-9._:/@+-]+")
 
 
+_SECOND: list[Any] = [None, ""]
+
+
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC, to the millisecond: 2026-11-25T20:15:10.123Z. The date and time of the current
+    second are formatted once (this runs for every log line)."""
+    second = math.floor(ts)
+    micro = round((ts - second) * 1e6)  # rounded to the microsecond first, as datetime does
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    if _SECOND[0] != second:
+        _SECOND[:] = [second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")]
+    return f"{_SECOND[1]}.{micro // 1000:03d}Z"
 
 
 def logfmt_value(value: object) -> str:

@@ -111,3 +111,18 @@ def test_json_lines_carry_exceptions_in_the_object():
         record = logging.LogRecord("cortex.relay", logging.ERROR, __file__, 1, "relay failed", None, sys.exc_info())
     line = json.loads(JsonFormatter().format(record))
     assert line["msg"] == "relay failed" and "ValueError: boom" in line["exception"]
+
+
+def test_log_timestamps_match_datetimes_iso_format() -> None:
+    """`_iso` formats each second once; its milliseconds must still be datetime's (which rounds
+    to the microsecond first, so .8919997 is .892), at second boundaries too."""
+    import random
+    from datetime import UTC, datetime
+
+    from app.request_log import _iso
+
+    rng = random.Random(20261125)
+    samples = [0.0, 1795638530.7696571, 1795638530.9999996, 153194124.8919997]
+    samples += [rng.uniform(0, 2e9) for _ in range(20000)]
+    for ts in samples:
+        assert _iso(ts) == datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
