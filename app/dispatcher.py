@@ -109,13 +109,13 @@ def follow(dispatch: Dispatch) -> Iterator[tuple[Event, bool]]:
     """The committed stream's events: the buffered first ones, then the rest, each wait bounded
     by the worker's idle timeout and the request's total budget. A timeout or a broken stream
     ends it with a `StreamFailure`; it never raises. With each event comes whether the next
-    one is already here (it arrived in the same network read): the relay writes those together."""
+    one is already here (it came in the same piece of the upstream body): the relay writes
+    those together."""
     rest = dispatch.rest
     last = len(dispatch.first) - 1
     for index, event in enumerate(dispatch.first):
         yield event, index < last or length_hint(rest) > 0
     idle = dispatch.worker.spec.timeouts.idle
-    rest = dispatch.rest
     watchdog = Watchdog()
     try:
         while True:

@@ -78,8 +78,8 @@ def relay(dispatch: Dispatch, encoder: Encoder, record: RequestRecord) -> Iterat
     outcome, error = "completed", None
     record.committed(dispatch)
     record.stream_began()
-    # Encoded events not yet written: only ever those that arrived in one network read
-    # together, written as one chunk when the next would mean waiting (never a buffer to fill).
+    # Encoded events not yet written: only ever those that came in one piece of the upstream
+    # body, written as one chunk when the next would mean waiting (never a buffer to fill).
     parts: list[bytes] = []
     try:
         head = encoder.begin(answer_of(dispatch))

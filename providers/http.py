@@ -92,9 +92,12 @@ class ResponseEvents:
     """The events of one streamed response. `close()` closes the response whether or not
     iteration has started (closing an unstarted generator would skip its `finally`).
 
-    Events are parsed a network read at a time; `__length_hint__` says how many of the last
-    read's are still waiting here, so the relay can write events that arrived together in one
-    write to the client without ever waiting for more (app/relay.py)."""
+    Events are parsed a piece of the body at a time, as urllib3 hands it over (one HTTP chunk
+    of a chunked body, else one socket read); `__length_hint__` says how many of the last
+    piece's are still waiting here, so the relay can write events that came together in one
+    write to the client without ever waiting for more (app/relay.py). Most upstreams send one
+    event per HTTP chunk, so this saves writes only when one packs several (a burst, or a
+    proxy that buffered them)."""
 
     __slots__ = ("_response", "_batches", "_ready")
 
@@ -124,7 +127,7 @@ class ResponseEvents:
     def _generate(
         response: requests.Response, parser: StreamParser, key: str | None
     ) -> Generator[list[Event], None, None]:
-        """The events of each network read, in lists; a failure ends the stream."""
+        """The events of each piece of the body, in lists; a failure ends the stream."""
         try:
             for chunk in Transport.iter_body(response):
                 events = _until_failure(parser.feed(chunk), key)

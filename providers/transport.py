@@ -175,7 +175,7 @@ class Transport:
             # environment settings, cookies, hooks and redirects, and re-parsing the same
             # worker URL on every request. About a third of requests' CPU per request.
             assert self._adapter is not None
-            return self._adapter.send(
+            response = self._adapter.send(
                 self._prepare(call, session),
                 stream=stream,
                 timeout=(connect_timeout, read_timeout),
@@ -183,6 +183,9 @@ class Transport:
                 cert=session.cert,
                 proxies=session.proxies,
             )
+            if not stream:
+                response.content  # noqa: B018 - read the body now, as Session.send does
+            return response
         except Exception as exc:  # noqa: BLE001 - every transport failure becomes one error type
             raise classify_exception(exc, reading_body=False) from exc
 

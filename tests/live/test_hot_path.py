@@ -30,7 +30,7 @@ def test_the_upstream_pool_reuses_its_connections(fake_openai, gateway):
 
 
 def test_events_that_arrive_together_leave_together(fake_openai, gateway):
-    """Three tokens, the finish and [DONE] in one upstream read become one chunk to the client
+    """Three tokens, the finish and [DONE] in one HTTP chunk from the upstream become one chunk to the client
     (in both the native and the OpenAI format), where each event used to cost a write. Only
     the OpenAI format's own [DONE] follows apart, once the upstream body has ended."""
     upstream = fake_openai(chat=Stream(chunks=["a", "b", "c"], together=True))
