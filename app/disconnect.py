@@ -50,13 +50,9 @@ class ClientGone(GreenletExit):
 def peer_closed(sock: socket.socket) -> bool | None:
     """True: the peer closed (EOF or reset). False: still there, nothing to read. None: it sent
     more bytes (a pipelined request), so EOF cannot be seen any more, or the server has
-    closed the socket itself (its fileno is -1), so there is nothing left to watch."""
-    return _peek(sock.fileno())
-
-
-def _peek(fileno: int) -> bool | None:
-    """`peer_closed` on a file descriptor, without blocking and without gevent's socket (this
-    runs in an event-loop callback, where nothing may wait)."""
+    closed the socket itself (its fileno is -1), so there is nothing left to watch. Never
+    blocks, and bypasses gevent's socket: it runs in an event-loop callback, where nothing may wait."""
+    fileno = sock.fileno()
     if fileno < 0:
         return None
     raw = _socket.socket(fileno=fileno)
@@ -123,7 +119,7 @@ class ClientWatch:
         """The client's socket turned readable (event-loop callback: must not block)."""
         if self._stopped:
             return
-        closed = _peek(self._sock.fileno())
+        closed = peer_closed(self._sock)
         if closed is False:
             return
         self._io.stop()  # gone, or it sent more bytes: either way EOF can no longer be seen

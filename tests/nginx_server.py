@@ -10,16 +10,13 @@ nginx is an error, as for tests/redis_server.py.
 
 from __future__ import annotations
 
-import signal
 import socket
-import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from tests.gateway_process import ROOT, free_port
-from tests.system import system_binary
+from tests.system import serving, system_binary
 
 PROXY_CONF = ROOT / "deploy" / "nginx" / "cortex-proxy.conf"
 
@@ -78,24 +75,6 @@ def nginx_server(workdir: Path, upstreams: Sequence[int], timeout: float = 10.0)
     conf = workdir / "nginx.conf"
     conf.write_text(CONF.format(prefix=workdir, servers=servers, port=port, proxy_conf=PROXY_CONF.resolve()))
     error_log = workdir / "error.log"
-    with open(workdir / "stderr.log", "wb") as stderr:
-        process = subprocess.Popen(
-            [binary, "-p", str(workdir), "-c", str(conf), "-e", str(error_log)],
-            stdout=stderr, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + timeout
-            while not _listening(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    logs = "\n".join(p.read_text(errors="replace") for p in (workdir / "stderr.log", error_log)
-                                     if p.exists())  # fmt: skip
-                    raise RuntimeError(f"nginx did not start:\n{logs}")
-                time.sleep(0.02)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.send_signal(signal.SIGTERM)  # fast shutdown: open connections are closed
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    command = [binary, "-p", str(workdir), "-c", str(conf), "-e", str(error_log)]
+    with serving(command, workdir / "stderr.log", lambda: _listening(port), timeout, logs=[error_log]):
+        yield f"http://127.0.0.1:{port}"

@@ -9,14 +9,12 @@ test there would hide that the shared limit was never checked.
 from __future__ import annotations
 
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tests.gateway_process import free_port
-from tests.system import system_binary
+from tests.system import serving, system_binary
 
 
 def redis_binary() -> str:
@@ -39,24 +37,7 @@ def redis_server(workdir: Path, timeout: float = 10.0, port: int | None = None) 
     binary = redis_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    log_path = workdir / "redis.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir), "--protected-mode", "yes"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + timeout
-            while not ping(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start:\n{log_path.read_text(errors='replace')}")
-                time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", str(workdir), "--protected-mode", "yes"]  # fmt: skip
+    with serving(command, workdir / "redis.log", lambda: ping(port), timeout):
+        yield f"redis://127.0.0.1:{port}/0"
